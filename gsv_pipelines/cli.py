@@ -1,0 +1,259 @@
+"""`gsv`: seed the embedded defaults, run the demo, open the UI.
+
+gsv seed    write demo data: agent-memory collections in Qdrant, platform secrets in Vault
+gsv demo    start the local services, seed, materialize every asset once, print a summary
+gsv dev     start the local services, seed, and run `dagster dev` on 127.0.0.1
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+from gsv_pipelines.lib import demo_data
+from gsv_pipelines.lib.openbao import start_dev_server
+from gsv_pipelines.lib.processes import ManagedProcess, free_port
+from gsv_pipelines.lib.settings import Settings, load_settings
+from gsv_pipelines.resources.qdrant import QdrantResource
+from gsv_pipelines.resources.vault import VaultResource
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _say(message: str) -> None:
+    print(f"gsv: {message}", flush=True)
+
+
+def _prepare_dagster_home(settings: Settings) -> Path:
+    """DAGSTER_HOME, defaulting to $GSV_DATA_DIR/dagster with the project's dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home).absolute()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+@contextlib.contextmanager
+def local_services(settings: Settings) -> Iterator[dict]:
+    """Start what the embedded defaults need and stop it afterwards.
+
+    Vault: an OpenBao dev server, unless VAULT_TOKEN points at a running one. Qdrant and the
+    SQLite files need no server: they are folders and files under GSV_DATA_DIR.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    services: dict = {"data_dir": str(settings.data_dir)}
+    bao = None
+    if "VAULT_TOKEN" not in settings.secrets_set:
+        bao = start_dev_server(settings.data_dir / "logs")
+        os.environ["VAULT_ADDR"] = bao.addr
+        os.environ["VAULT_TOKEN"] = bao.token
+        _say(f"started OpenBao dev server at {bao.addr} (pid {bao.process.pid})")
+    vault = VaultResource(addr=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
+    health = vault.client().sys.read_health_status(method="GET")
+    services["vault"] = {
+        "address": vault.addr,
+        "server": "OpenBao dev server (started by gsv)" if bao else "external",
+        "version": health.get("version"),
+    }
+    services["qdrant"] = (
+        {"mode": "server", "url": settings.qdrant_url}
+        if settings.qdrant_url
+        else {"mode": "embedded", "path": str(settings.qdrant_path)}
+    )
+    try:
+        yield services
+    finally:
+        if bao:
+            bao.stop()
+            os.environ.pop("VAULT_TOKEN", None)
+            _say("stopped OpenBao dev server")
+
+
+def seed(settings: Settings, scale: float = 1.0) -> dict:
+    """Seed Qdrant, and Vault when VAULT_TOKEN is set; return what was written."""
+    qdrant = QdrantResource(
+        url=settings.qdrant_url,
+        api_key=os.environ.get("GSV_QDRANT_API_KEY"),
+        path=str(settings.qdrant_path),
+    ).client()
+    try:
+        result = {"qdrant": demo_data.seed_qdrant(qdrant, scale=scale)}
+    finally:
+        qdrant.close()  # the embedded store is locked while a client holds it open
+    if os.environ.get("VAULT_TOKEN"):
+        vault = VaultResource(addr=settings.vault_addr, token=os.environ["VAULT_TOKEN"])
+        result["vault"] = demo_data.seed_vault(vault.client())
+    else:
+        result["vault"] = "skipped: VAULT_TOKEN is not set"
+    return result
+
+
+def materialize_all(defs, instance) -> dict:
+    """Run every asset of `defs` once in one run; return the run's outcome per asset."""
+    import dagster as dg
+
+    # Figures and paths: what a summary table can show (tables and markdown stay in the UI).
+    summary_types = (
+        dg.IntMetadataValue,
+        dg.FloatMetadataValue,
+        dg.TextMetadataValue,
+        dg.PathMetadataValue,
+    )
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    if not specs:
+        return {"run_id": None, "success": True, "assets": []}
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    materialized = {
+        event.asset_key: event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    assets = []
+    for key, spec in sorted(specs.items(), key=lambda item: item[0].to_user_string()):
+        metadata = materialized.get(key)
+        assets.append(
+            {
+                "asset": key.to_user_string(),
+                "group": spec.group_name,
+                "status": "materialized" if metadata is not None else "failed",
+                "metadata": {
+                    name: _plain(value)
+                    for name, value in (metadata or {}).items()
+                    if isinstance(value, summary_types)
+                },
+            }
+        )
+    return {"run_id": result.run_id, "success": result.success, "assets": assets}
+
+
+def _plain(value):
+    return getattr(value, "value", value)
+
+
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def demo(settings: Settings, scale: float = 1.0) -> int:
+    import dagster as dg
+
+    from gsv_pipelines.definitions import defs as load_defs
+
+    started = datetime.now(UTC)
+    home = _prepare_dagster_home(settings)
+    with local_services(settings) as services:
+        seeded = seed(load_settings(), scale=scale)
+        _say("seeded demo data")
+        with dg.DagsterInstance.get() as instance:
+            outcome = materialize_all(load_defs(), instance)
+    summary = {
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "dagster_home": str(home),
+        "services": services,
+        "seed": seeded,
+        **outcome,
+    }
+    path = settings.data_dir / "demo_summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+    print()
+    _print_table(
+        [[name, count] for name, count in seeded["qdrant"].items()],
+        ["qdrant collection (seeded)", "points"],
+    )
+    print()
+    vault_rows = seeded["vault"].items() if isinstance(seeded["vault"], dict) else []
+    _print_table([[p, s] for p, s in vault_rows], ["vault secret (seeded)", "state"])
+    print()
+    if outcome["assets"]:
+        rows = [
+            [
+                a["asset"],
+                a["group"],
+                a["status"],
+                ", ".join(f"{k}={v}" for k, v in a["metadata"].items()),
+            ]
+            for a in outcome["assets"]
+        ]
+        _print_table(rows, ["asset", "group", "status", "metadata"])
+    else:
+        print("No assets are defined yet: the domains (backups, drills, rotation, scanning, usage)")
+        print("add theirs; the demo materializes whatever the code location holds.")
+    print()
+    _say(f"summary written to {path}")
+    _say("open the UI with `make dev` (dagster dev on http://127.0.0.1:3000)")
+    return 0 if outcome["success"] else 1
+
+
+def dev(settings: Settings, host: str, port: int, scale: float = 1.0) -> int:
+    _prepare_dagster_home(settings)
+    with local_services(settings):
+        seed(load_settings(), scale=scale)
+        argv = [sys.executable, "-m", "dagster", "dev", "-h", host, "-p", str(port)]
+        workspace = PROJECT_ROOT / "workspace.yaml"
+        argv += (
+            ["-w", str(workspace)] if workspace.exists() else ["-m", "gsv_pipelines.definitions"]
+        )
+        webserver = ManagedProcess(
+            "dagster dev", argv, settings.data_dir / "logs" / "dagster-dev.log"
+        )
+        webserver.start()
+        try:
+            webserver.wait_ready(
+                lambda: requests.get(f"http://{host}:{port}/server_info", timeout=1).ok, timeout=120
+            )
+            _say(f"Dagster UI at http://{host}:{port}  (log: {webserver.log_path}; Ctrl-C stops)")
+            while webserver.proc.poll() is None:
+                time.sleep(0.5)
+            _say(f"dagster dev exited with code {webserver.proc.returncode}")
+            return webserver.proc.returncode or 0
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            webserver.stop(timeout=30)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gsv", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in [
+        ("seed", "write the demo data into Qdrant (and Vault when VAULT_TOKEN is set)"),
+        ("demo", "start local services, seed, materialize every asset once, print a summary"),
+        ("dev", "start local services, seed, and run `dagster dev` on 127.0.0.1"),
+    ]:
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--scale", type=float, default=1.0, help="demo data size factor")
+        if name == "dev":
+            command.add_argument("--host", default="127.0.0.1")
+            command.add_argument("--port", type=int, default=3000, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    # Stopped by SIGTERM (a supervisor, `kill`): unwind so every started service is stopped too.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    settings = load_settings()
+    if args.command == "seed":
+        print(json.dumps(seed(settings, scale=args.scale), indent=2))
+        return 0
+    if args.command == "demo":
+        return demo(settings, scale=args.scale)
+    return dev(settings, args.host, args.port or free_port(), scale=args.scale)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

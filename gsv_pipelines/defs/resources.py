@@ -1,0 +1,32 @@
+"""The one place resources are bound. Secrets arrive through dg.EnvVar, resolved at run time."""
+
+import dagster as dg
+
+from gsv_pipelines.lib.settings import Settings, load_settings
+from gsv_pipelines.resources.qdrant import QdrantResource
+from gsv_pipelines.resources.vault import VaultResource
+
+
+def _secret(settings: Settings, name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if name in settings.secrets_set else None
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    settings = load_settings()
+    return dg.Definitions(
+        resources={
+            "vault": VaultResource(
+                addr=settings.vault_addr,
+                token=_secret(settings, "VAULT_TOKEN"),
+                role_id=_secret(settings, "VAULT_ROLE_ID"),
+                secret_id=_secret(settings, "VAULT_SECRET_ID"),
+                k8s_role=settings.vault_k8s_role,
+            ),
+            "qdrant": QdrantResource(
+                url=settings.qdrant_url,
+                api_key=_secret(settings, "GSV_QDRANT_API_KEY"),
+                path=str(settings.qdrant_path),
+            ),
+        }
+    )

