@@ -4,6 +4,7 @@ Every domain that writes artefacts (backups, scan reports, drill reports) writes
 are relative posix paths under the store's root. Writes stream: nothing is held whole in memory.
 """
 
+import contextlib
 import hashlib
 import json
 import posixpath
@@ -25,6 +26,38 @@ class StoredFile:
     sha256: str
 
 
+class HashingWriter:
+    """A write-only binary file that hashes what passes through it (for pyarrow writers)."""
+
+    def __init__(self, raw: BinaryIO, key: str):
+        self.raw, self.key = raw, key
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        self.raw.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+    @property
+    def stored(self) -> StoredFile:
+        return StoredFile(key=self.key, size=self.size, sha256=self.sha256.hexdigest())
+
+
 class BackupStore:
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
         self.url = url.rstrip("/")
@@ -40,14 +73,17 @@ class BackupStore:
 
     def write_stream(self, key: str, chunks: Iterable[bytes]) -> StoredFile:
         """Write `chunks` to `key`, hashing on the way; memory stays at one chunk."""
-        digest, size = hashlib.sha256(), 0
+        with self.open_hashed(key) as out:
+            for chunk in chunks:
+                out.write(chunk)
+        return out.stored
+
+    @contextlib.contextmanager
+    def open_hashed(self, key: str) -> Iterator[HashingWriter]:
+        """A file to write `key` through, hashing as it goes; `.stored` describes the result."""
         self.fs.makedirs(posixpath.dirname(self._path(key)), exist_ok=True)
         with self.fs.open(self._path(key), "wb") as out:
-            for chunk in chunks:
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-        return StoredFile(key=key, size=size, sha256=digest.hexdigest())
+            yield HashingWriter(out, key)
 
     def write_file(self, key: str, local_path: str) -> StoredFile:
         with open(local_path, "rb") as source:
