@@ -99,11 +99,15 @@ def table_stats(url: str) -> dict[str, dict]:
     engine = sa.create_engine(sa_url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            inspector = sa.inspect(conn)
-            names = [n for n in inspector.get_table_names() if not n.startswith("sqlite_")]
-            return {name: _table_stats(conn, inspector, name) for name in sorted(names)}
+            return _connection_stats(conn)
     finally:
         engine.dispose()
+
+
+def _connection_stats(conn: sa.Connection) -> dict[str, dict]:
+    inspector = sa.inspect(conn)
+    names = [n for n in inspector.get_table_names() if not n.startswith("sqlite_")]
+    return {name: _table_stats(conn, inspector, name) for name in sorted(names)}
 
 
 def _table_stats(conn: sa.Connection, inspector: sa.Inspector, name: str) -> dict:
@@ -217,11 +221,20 @@ def _read_tail(stderr: IO[bytes], limit: int = 4000) -> str:
 
 
 def backup_postgres(
-    url: str, store: BackupStore, key: str, pg_dump: str | None = None
+    url: str,
+    store: BackupStore,
+    key: str,
+    pg_dump: str | None = None,
+    snapshot: str | None = None,
 ) -> StoredFile:
-    """`pg_dump -Fc` of the URL's database, streamed into the store at `key`."""
+    """`pg_dump -Fc` of the URL's database, streamed into the store at `key`.
+
+    With `snapshot` (from `pg_export_snapshot()`), the dump sees exactly that transaction's data.
+    """
     sa_url = parse_url(url)
     argv = [find_pg_binary("pg_dump", pg_dump), "-Fc", "--no-owner", "--no-privileges"]
+    if snapshot:
+        argv.append(f"--snapshot={snapshot}")
     # A file, not a pipe: pg_dump must never block on a full stderr while we read stdout.
     with tempfile.TemporaryFile() as stderr:
         try:
@@ -307,8 +320,13 @@ def _feed(stdin: IO[bytes], chunks: Iterable[bytes]) -> None:
             stdin.close()
 
 
-def backup_sqlite(url_or_path: str | os.PathLike, store: BackupStore, key: str) -> StoredFile:
-    """A consistent copy made with sqlite3's online backup API, then streamed into the store."""
+def backup_sqlite(
+    url_or_path: str | os.PathLike, store: BackupStore, key: str
+) -> tuple[StoredFile, dict[str, dict]]:
+    """A consistent copy made with sqlite3's online backup API, then streamed into the store.
+
+    Returns the stored file and the table stats of exactly that copy.
+    """
     try:
         source_path = sqlite_path(url_or_path)
     except PlatformDbError as exc:
@@ -326,7 +344,8 @@ def backup_sqlite(url_or_path: str | os.PathLike, store: BackupStore, key: str) 
                 copy.close()
         finally:
             source.close()
-        return store.write_file(key, copy_path)
+        stats = table_stats(f"sqlite:///{copy_path}")
+        return store.write_file(key, copy_path), stats
     except sqlite3.Error as exc:
         raise PlatformDbBackupError(f"SQLite backup of {source_path} failed: {exc}") from exc
     finally:
@@ -363,14 +382,38 @@ def _check_sqlite(path: Path) -> None:
         raise PlatformDbRestoreError(f"the backup fails SQLite's quick_check: {verdict}")
 
 
-def backup(url: str, store: BackupStore, key: str) -> tuple[StoredFile, str]:
-    """Back up the database at `url` into `key`; returns the file and the method used."""
-    backend = parse_url(url).get_backend_name()
-    if backend == "postgresql":
-        return backup_postgres(url, store, key), "pg_dump"
+def backup(url: str, store: BackupStore, key: str) -> tuple[StoredFile, str, dict[str, dict]]:
+    """Back up the database at `url` into `key`.
+
+    Returns the file, the method used, and the table stats of exactly the data in the backup
+    (what a restore must reproduce), taken from the same snapshot as the dump.
+    """
+    sa_url = parse_url(url)
+    backend = sa_url.get_backend_name()
     if backend == "sqlite":
-        return backup_sqlite(url, store, key), "sqlite_backup"
-    raise PlatformDbBackupError(f"no backup method for {backend} databases")
+        stored, stats = backup_sqlite(url, store, key)
+        return stored, "sqlite_backup", stats
+    if backend != "postgresql":
+        raise PlatformDbBackupError(f"no backup method for {backend} databases")
+    engine = sa.create_engine(sa_url, poolclass=NullPool)
+    try:
+        with (
+            engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn,
+            conn.begin(),
+        ):
+            # pg_dump joins this transaction's snapshot, and the stats are read inside it:
+            # both describe the same instant, whatever is written meanwhile.
+            snapshot = conn.execute(sa.text("select pg_export_snapshot()")).scalar_one()
+            stored = backup_postgres(url, store, key, snapshot=snapshot)
+            stats = _connection_stats(conn)
+    except sa.exc.OperationalError as exc:
+        raise PlatformDbBackupError(
+            f"cannot connect to database {sa_url.database!r} on {sa_url.host}: "
+            f"{_scrub(str(exc.orig), sa_url)}"
+        ) from None
+    finally:
+        engine.dispose()
+    return stored, "pg_dump", stats
 
 
 def restore(store: BackupStore, key: str, target_url: str) -> None:

@@ -108,8 +108,9 @@ def test_a_pg_dump_restores_to_the_same_table_stats(postgres, platform_db, store
         "usage_events": 4,
     }
 
-    stored, method = backup(postgres.url(platform_db), store, "platform_db/1/dump.pgc")
+    stored, method, stats = backup(postgres.url(platform_db), store, "platform_db/1/dump.pgc")
     assert method == "pg_dump"
+    assert stats == source
     assert stored.size > 0
     assert store.hash(stored.key) == stored
 
@@ -220,8 +221,9 @@ def test_a_sqlite_backup_restores_to_the_same_table_stats(tmp_path):
     before = table_stats(f"sqlite:///{source}")
     assert before["usage_events"]["rows"] == 3
 
-    stored, method = backup(f"sqlite:///{source}", store, "platform_db/1/platform.db")
+    stored, method, stats = backup(f"sqlite:///{source}", store, "platform_db/1/platform.db")
     assert method == "sqlite_backup"
+    assert stats == before
     assert store.hash(stored.key) == stored
 
     target = tmp_path / "drill" / "restored.db"
