@@ -85,11 +85,10 @@ def seed(settings: Settings, scale: float = 1.0) -> dict:
         url=settings.qdrant_url,
         api_key=os.environ.get("GSV_QDRANT_API_KEY"),
         path=str(settings.qdrant_path),
-    ).client()
-    try:
-        result = {"qdrant": demo_data.seed_qdrant(qdrant, scale=scale)}
-    finally:
-        qdrant.close()  # the embedded store is locked while a client holds it open
+    )
+    # Closed right after: the embedded store is locked while a client holds it open.
+    with qdrant.open() as client:
+        result = {"qdrant": demo_data.seed_qdrant(client, scale=scale)}
     if os.environ.get("VAULT_TOKEN"):
         vault = VaultResource(addr=settings.vault_addr, token=os.environ["VAULT_TOKEN"])
         result["vault"] = demo_data.seed_vault(vault.client())

@@ -3,7 +3,9 @@
 import dagster as dg
 
 from gsv_pipelines.lib.settings import Settings, load_settings
+from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
+from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
 from gsv_pipelines.resources.vault import VaultResource
 
 
@@ -27,6 +29,13 @@ def resources() -> dg.Definitions:
                 url=settings.qdrant_url,
                 api_key=_secret(settings, "GSV_QDRANT_API_KEY"),
                 path=str(settings.qdrant_path),
+            ),
+            "backup_store": BackupStoreResource(url=settings.backup_url),
+            "platform_db": DatabaseResource(
+                url=_secret(settings, "GSV_PLATFORM_DB_URL") or settings.platform_db_url
+            ),
+            "policies": PoliciesResource(
+                backup_policy_path=str(settings.backup_policy) if settings.backup_policy else None
             ),
         }
     )

@@ -13,12 +13,15 @@ from pathlib import Path
 
 ENVIRONMENTS = ("local", "prod")
 
-# Variables whose values are credentials: bound with dg.EnvVar only, never logged or stored.
+# Variables whose values are (or may carry) credentials: bound with dg.EnvVar only, never logged
+# or stored. Database URLs may hold a password.
 SECRET_VARIABLES = (
     "VAULT_TOKEN",
     "VAULT_ROLE_ID",
     "VAULT_SECRET_ID",
     "GSV_QDRANT_API_KEY",
+    "GSV_PLATFORM_DB_URL",
+    "GSV_WAREHOUSE_URL",
     "GSV_SLACK_WEBHOOK_URL",
     "GSV_TEAMS_WEBHOOK_URL",
     "GSV_ALERT_WEBHOOK_SECRET",
@@ -47,6 +50,7 @@ class Settings:
     trivy_db_repository: str | None
     registries_file: Path | None
     ui_url: str
+    backup_policy: Path | None
     vault_k8s_role: str | None
     # Names (never values) of the credential variables that are set, so resources bind only those.
     secrets_set: frozenset[str]
@@ -74,7 +78,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"GSV_ENV must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
 
     data_dir = Path(get("GSV_DATA_DIR") or ".gsv").expanduser().absolute()
-    registries = get("GSV_REGISTRIES")
     return Settings(
         env=env,
         data_dir=data_dir,
@@ -87,11 +90,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         trivy_bin=get("TRIVY_BIN") or find_trivy(),
         trivy_cache_dir=Path(get("TRIVY_CACHE_DIR") or data_dir / "trivy-cache").absolute(),
         trivy_db_repository=get("TRIVY_DB_REPOSITORY"),
-        registries_file=Path(registries).expanduser().absolute() if registries else None,
+        registries_file=_path(get("GSV_REGISTRIES")),
         ui_url=(get("GSV_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
+        backup_policy=_path(get("GSV_BACKUP_POLICY")),
         vault_k8s_role=get("VAULT_K8S_ROLE"),
         secrets_set=frozenset(name for name in SECRET_VARIABLES if get(name)),
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser().absolute() if value else None
 
 
 def find_trivy() -> str | None:

@@ -1,0 +1,152 @@
+"""The `backups` group: verified, off-site, retained backups of Qdrant and the platform DB."""
+
+import dagster as dg
+
+from gsv_pipelines.defs.backups.partitions import DAILY, QDRANT_BACKUP_PARTITIONS
+from gsv_pipelines.lib import backups
+from gsv_pipelines.resources.policies import PoliciesResource
+from gsv_pipelines.resources.qdrant import QdrantResource
+from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+
+OWNERS = ["team:platform"]
+
+qdrant_collections = dg.AssetSpec(
+    ["backups", "qdrant_collections"],
+    description=(
+        "The platform's Qdrant collections (the agents' vector memory), on a Qdrant server or "
+        "embedded. Discovered, not configured: qdrant_collections_sensor keeps one partition "
+        "of backups/qdrant_backup per collection."
+    ),
+    group_name="backups",
+    owners=OWNERS,
+    kinds={"qdrant"},
+)
+
+platform_database = dg.AssetSpec(
+    ["backups", "platform_database"],
+    description="The platform database (GSV_PLATFORM_DB_URL): PostgreSQL in prod, SQLite locally.",
+    group_name="backups",
+    owners=OWNERS,
+    kinds={"postgres", "sqlite"},
+)
+
+
+def outcome_metadata(outcome: backups.BackupOutcome, store) -> dict:
+    manifest = outcome.manifest
+    seconds = max(outcome.seconds, 1e-6)
+    total = manifest.total_bytes
+    metadata = {
+        "backup_id": manifest.backup_id,
+        "method": manifest.method,
+        "store_path": dg.MetadataValue.path(store.location(manifest.folder)),
+        "backup_folder": manifest.folder,
+        "bytes": dg.MetadataValue.int(total),
+        "files": dg.MetadataValue.int(len(manifest.files)),
+        "duration_seconds": dg.MetadataValue.float(round(seconds, 3)),
+        "throughput_mb_per_s": dg.MetadataValue.float(round(total / seconds / 1e6, 3)),
+        "checksum_sha256": max(manifest.files, key=lambda f: f["size"])["sha256"],
+        "verified_bytes": dg.MetadataValue.int(outcome.verification.bytes_checked),
+        "retention": outcome.retention.summary(),
+        "retention_deleted": dg.MetadataValue.int(len(outcome.retention.delete)),
+        "retention_deleted_ids": ", ".join(outcome.retention.delete) or "none",
+        "incomplete_removed": dg.MetadataValue.int(len(outcome.removed_incomplete)),
+    }
+    return metadata
+
+
+@dg.asset(
+    key=["backups", "qdrant_backup"],
+    group_name="backups",
+    partitions_def=QDRANT_BACKUP_PARTITIONS,
+    deps=[qdrant_collections],
+    owners=OWNERS,
+    kinds={"qdrant", "parquet"},
+    tags={"gsv/domain": "backups"},
+)
+def qdrant_backup(
+    context: dg.AssetExecutionContext,
+    qdrant: QdrantResource,
+    backup_store: BackupStoreResource,
+    policies: PoliciesResource,
+) -> dg.MaterializeResult:
+    """A verified backup of one Qdrant collection for one day, in the backup store.
+
+    Method per the backup policy: Qdrant's snapshot on a server (every node holding shards,
+    checksummed, server copy deleted after a verified download), or a portable Parquet export
+    (every point with vectors and payloads, plus the collection's configuration). A manifest
+    with every file's SHA-256 is written last; then the retention policy prunes older backups.
+    """
+    keys = context.partition_key.keys_by_dimension
+    collection = keys["collection"]
+    policy = policies.backups()
+    store = backup_store.store()
+    with qdrant.open() as client:
+        outcome = backups.backup_qdrant_collection(
+            client,
+            collection,
+            store,
+            policy.for_collection(collection),
+            server_url=qdrant.url,
+            api_key=qdrant.api_key,
+            node_urls=policy.qdrant_nodes,
+            run_id=context.run.run_id,
+            partition=context.partition_key,
+        )
+    details = outcome.manifest.details
+    points = details.get("points") or 0
+    context.log.info(
+        f"{collection}: {points} points backed up by {outcome.manifest.method} to "
+        f"{store.location(outcome.manifest.folder)}; retention {outcome.retention.summary()}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **outcome_metadata(outcome, store),
+            "collection": collection,
+            "points": dg.MetadataValue.int(points),
+            "points_per_s": dg.MetadataValue.float(round(points / max(outcome.seconds, 1e-6), 1)),
+            "qdrant_version": details["qdrant_version"],
+        }
+    )
+
+
+@dg.asset(
+    key=["backups", "platform_db_backup"],
+    group_name="backups",
+    partitions_def=DAILY,
+    deps=[platform_database],
+    owners=OWNERS,
+    kinds={"postgres", "sqlite"},
+    tags={"gsv/domain": "backups"},
+)
+def platform_db_backup(
+    context: dg.AssetExecutionContext,
+    platform_db: DatabaseResource,
+    backup_store: BackupStoreResource,
+    policies: PoliciesResource,
+) -> dg.MaterializeResult:
+    """A verified backup of the platform database for one day, in the backup store.
+
+    PostgreSQL: `pg_dump -Fc` streamed to the store, from an exported snapshot whose per-table
+    row counts and checksums go into the manifest. SQLite (the embedded default): the online
+    backup API. The DR drills restore it and compare those counts and checksums.
+    """
+    store = backup_store.store()
+    outcome = backups.backup_platform_database(
+        platform_db.url,
+        store,
+        policies.backups().platform_db,
+        run_id=context.run.run_id,
+        partition=context.partition_key,
+    )
+    details = outcome.manifest.details
+    return dg.MaterializeResult(
+        metadata={
+            **outcome_metadata(outcome, store),
+            "database": details["database"],
+            "tables": dg.MetadataValue.int(len(details["tables"])),
+            "rows": dg.MetadataValue.int(details["rows"]),
+            "row_counts": dg.MetadataValue.json(
+                {name: t["rows"] for name, t in details["tables"].items()}
+            ),
+        }
+    )

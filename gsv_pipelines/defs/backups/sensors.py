@@ -1,0 +1,43 @@
+import dagster as dg
+
+from gsv_pipelines.defs.backups.partitions import COLLECTIONS
+from gsv_pipelines.lib.settings import load_settings
+from gsv_pipelines.resources.qdrant import QdrantResource
+
+
+def collection_changes(
+    present: list[str], known: list[str]
+) -> list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest]:
+    added = sorted(set(present) - set(known))
+    retired = sorted(set(known) - set(present))
+    requests = []
+    if added:
+        requests.append(COLLECTIONS.build_add_request(added))
+    if retired:
+        requests.append(COLLECTIONS.build_delete_request(retired))
+    return requests
+
+
+@dg.definitions
+def sensors() -> dg.Definitions:
+    running = load_settings().is_prod
+
+    @dg.sensor(
+        name="qdrant_collections_sensor",
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if running
+        else dg.DefaultSensorStatus.STOPPED,
+        description="Keeps one partition of backups/qdrant_backup per Qdrant collection: adds "
+        "new collections, retires those that disappeared (their backups stay in the store).",
+    )
+    def qdrant_collections_sensor(context: dg.SensorEvaluationContext, qdrant: QdrantResource):
+        with qdrant.open() as client:
+            present = [c.name for c in client.get_collections().collections]
+        known = context.instance.get_dynamic_partitions(COLLECTIONS.name)
+        changes = collection_changes(present, known)
+        if not changes:
+            return dg.SkipReason(f"{len(present)} collections, all known")
+        return dg.SensorResult(dynamic_partitions_requests=changes)
+
+    return dg.Definitions(sensors=[qdrant_collections_sensor])

@@ -1,0 +1,15 @@
+"""The policy YAML files: the shipped defaults, or the operator's copies by path."""
+
+import dagster as dg
+from pydantic import Field
+
+from gsv_pipelines.lib.backup_policy import BackupPolicy, load_backup_policy
+
+
+class PoliciesResource(dg.ConfigurableResource):
+    backup_policy_path: str | None = Field(
+        default=None, description="GSV_BACKUP_POLICY; unset: gsv_pipelines/policies/backups.yaml"
+    )
+
+    def backups(self) -> BackupPolicy:
+        return load_backup_policy(self.backup_policy_path)

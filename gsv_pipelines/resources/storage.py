@@ -1,0 +1,25 @@
+"""Where artefacts go (the backup store) and the SQL databases gsv_pipelines reads."""
+
+import dagster as dg
+from pydantic import Field
+
+from gsv_pipelines.lib.store import BackupStore
+
+
+class BackupStoreResource(dg.ConfigurableResource):
+    """The artefact store: a path, `file://…` or `s3://bucket/prefix` (GSV_BACKUP_URL).
+
+    S3 credentials and endpoint come from the standard AWS variables (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3 for S3-compatible stores, AWS_DEFAULT_REGION).
+    """
+
+    url: str = Field(description="GSV_BACKUP_URL")
+
+    def store(self) -> BackupStore:
+        return BackupStore(self.url)
+
+
+class DatabaseResource(dg.ConfigurableResource):
+    """A SQL database by SQLAlchemy URL (PostgreSQL in prod, a SQLite file locally)."""
+
+    url: str = Field(description="SQLAlchemy URL; may carry a password, so bound from env")

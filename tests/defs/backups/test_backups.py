@@ -1,0 +1,204 @@
+"""The backups group end to end in Dagster: embedded Qdrant, SQLite and PostgreSQL, local and S3."""
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+from qdrant_client import QdrantClient, models
+
+from gsv_pipelines.definitions import defs as load_defs
+from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup
+from gsv_pipelines.defs.backups.checks import (
+    platform_db_backup_fresh,
+    platform_db_backup_verified,
+    qdrant_backup_fresh,
+    qdrant_backup_verified,
+)
+from gsv_pipelines.defs.backups.partitions import COLLECTIONS
+from gsv_pipelines.defs.backups.sensors import sensors
+from gsv_pipelines.lib import manifest as manifests
+from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.resources.policies import PoliciesResource
+from gsv_pipelines.resources.qdrant import QdrantResource
+from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+
+TODAY = datetime.now(UTC).strftime("%Y-%m-%d")
+QDRANT = [qdrant_backup, qdrant_backup_verified, qdrant_backup_fresh]
+DATABASE = [platform_db_backup, platform_db_backup_verified, platform_db_backup_fresh]
+
+
+@pytest.fixture
+def world(tmp_path):
+    qdrant_path = tmp_path / "qdrant"
+    client = QdrantClient(path=str(qdrant_path))
+    for name, size in [("agent_memory_a", 120), ("agent_memory_b", 40)]:
+        client.create_collection(
+            name, vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT)
+        )
+        client.upsert(
+            name,
+            points=[
+                models.PointStruct(id=i, vector=[i, 1.0, 0.5, -1.0], payload={"i": i})
+                for i in range(size)
+            ],
+        )
+    client.close()
+    db = tmp_path / "platform.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table tenants (id integer primary key, name text)")
+        conn.executemany("insert into tenants values (?, ?)", [(1, "acme"), (2, "globex")])
+    resources = {
+        "qdrant": QdrantResource(path=str(qdrant_path)),
+        "backup_store": BackupStoreResource(url=str(tmp_path / "backups")),
+        "platform_db": DatabaseResource(url=f"sqlite:///{db}"),
+        "policies": PoliciesResource(),
+    }
+    return {"resources": resources, "store": BackupStore(str(tmp_path / "backups"))}
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {
+        f"{e.asset_key.path[-1]}:{e.check_name}": e.passed
+        for e in result.get_asset_check_evaluations()
+    }
+
+
+def _backup(instance, world, collection: str, day: str = TODAY) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        QDRANT,
+        partition_key=dg.MultiPartitionKey({"day": day, "collection": collection}),
+        instance=instance,
+        resources=world["resources"],
+        raise_on_error=False,
+    )
+
+
+def test_both_collections_and_the_database_are_backed_up_verified_and_fresh(world):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_a", "agent_memory_b"])
+        # backup_fresh judges every collection: fresh once both have a backup.
+        for name, points, fresh in [("agent_memory_a", 120, False), ("agent_memory_b", 40, True)]:
+            result = _backup(instance, world, name)
+            assert result.success
+            assert _checks(result) == {
+                "qdrant_backup:backup_verified": True,
+                "qdrant_backup:backup_fresh": fresh,
+            }
+            metadata = result.asset_materializations_for_node("backups__qdrant_backup")[0].metadata
+            assert metadata["points"].value == points
+            assert metadata["method"].value == "export"
+            assert metadata["bytes"].value > 0
+        db = dg.materialize(
+            DATABASE,
+            partition_key=TODAY,
+            instance=instance,
+            resources=world["resources"],
+        )
+        assert _checks(db) == {
+            "platform_db_backup:backup_verified": True,
+            "platform_db_backup:backup_fresh": True,
+        }
+    store = world["store"]
+    [a] = manifests.list_backups(store, "qdrant", "agent_memory_a")
+    assert a.details["points"] == 120 and a.method == "export"
+    assert {f["name"] for f in a.files} == {"collection.json", "points.parquet"}
+    [p] = manifests.list_backups(store, "platform_db", "platform")
+    assert p.details["tables"]["tenants"]["rows"] == 2
+
+
+def test_a_flipped_byte_fails_backup_verified(world):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_a"])
+        assert _backup(instance, world, "agent_memory_a").success
+        [backup] = manifests.list_backups(world["store"], "qdrant", "agent_memory_a")
+        points = world["store"].fs._strip_protocol(
+            world["store"].location(f"{backup.folder}/points.parquet")
+        )
+        with open(points, "r+b") as f:
+            f.seek(100)
+            byte = f.read(1)
+            f.seek(100)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        # Run on its own (as from the UI), the check re-verifies the newest backups.
+        check = dg.materialize(
+            QDRANT,
+            selection=dg.AssetSelection.checks(qdrant_backup_verified),
+            instance=instance,
+            resources=world["resources"],
+            raise_on_error=False,
+        )
+        [evaluation] = check.get_asset_check_evaluations()
+        assert evaluation.passed is False
+        assert evaluation.description == "points.parquet: SHA-256 differs from the manifest"
+
+
+def test_backup_fresh_fails_for_a_collection_without_a_recent_backup(world, tmp_path):
+    policy = tmp_path / "backups.yaml"
+    policy.write_text("collections:\n  agent_memory_b:\n    rpo_hours: 1\n")
+    world["resources"]["policies"] = PoliciesResource(backup_policy_path=str(policy))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_a", "agent_memory_b"])
+        result = _backup(instance, world, "agent_memory_a")
+        [fresh] = [
+            e for e in result.get_asset_check_evaluations() if e.check_name == "backup_fresh"
+        ]
+        assert fresh.passed is False
+        assert fresh.description == "agent_memory_b: no backup"
+
+
+def test_a_past_day_can_be_backfilled(world):
+    day = (datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%d")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_b"])
+        result = _backup(instance, world, "agent_memory_b", day=day)
+        assert result.success
+    [backup] = manifests.list_backups(world["store"], "qdrant", "agent_memory_b")
+    assert backup.details["partition"] == f"agent_memory_b|{day}"
+
+
+def test_the_sensor_adds_new_collections_and_retires_vanished_ones(world):
+    sensor = sensors().resolve_sensor_def("qdrant_collections_sensor")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_a", "retired_one"])
+        context = dg.build_sensor_context(
+            instance=instance, resources={"qdrant": world["resources"]["qdrant"]}
+        )
+        result = sensor(context)
+        requests = result.dynamic_partitions_requests
+        assert [(type(r).__name__, list(r.partition_keys)) for r in requests] == [
+            ("AddDynamicPartitionsRequest", ["agent_memory_b"]),
+            ("DeleteDynamicPartitionsRequest", ["retired_one"]),
+        ]
+
+
+def test_the_nightly_schedule_requests_one_run_per_collection():
+    defs = load_defs()
+    schedule = defs.resolve_schedule_def("qdrant_backup_schedule")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(COLLECTIONS.name, ["b", "a"])
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC),
+            repository_def=defs.get_repository_def(),
+        )
+        requests = schedule.evaluate_tick(context).run_requests
+    assert [r.partition_key for r in requests] == ["a|2026-11-27", "b|2026-11-27"]
+
+
+def test_backups_to_s3(world, s3, monkeypatch):
+    bucket = "gsv-backups-dagster"
+    store = BackupStore(f"s3://{bucket}/prod", s3.storage_options())
+    store.fs.mkdir(bucket)
+    # The resource reads S3 settings the standard AWS way, from the environment.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "gsv-test-access")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "gsv-test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    world["resources"]["backup_store"] = BackupStoreResource(url=f"s3://{bucket}/prod")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_a"])
+        result = _backup(instance, world, "agent_memory_a")
+        assert result.success and all(_checks(result).values())
+    [backup] = manifests.list_backups(store, "qdrant", "agent_memory_a")
+    assert manifests.verify(store, backup).ok
