@@ -144,11 +144,14 @@ def backup_qdrant_collection(
                 api_key=api_key,
             )
             files = [StoredFile(n.key, n.size, n.sha256) for n in nodes]
-            info = client.get_collection(collection)
+            # Each shard counted once, however many of its replicas were snapshotted.
+            shard_points = {sid: pts for n in nodes for sid, pts in n.shards.items()}
             details.update(
-                points=info.points_count,
-                vectors=info.config.params.model_dump(mode="json")["vectors"],
-                nodes=[{"node": n.node_url, "snapshot": n.name, "shards": n.shards} for n in nodes],
+                points=sum(shard_points.values()),
+                nodes=[
+                    {"node": n.node_url, "snapshot": n.name, "shards": sorted(n.shards)}
+                    for n in nodes
+                ],
             )
         draft = Manifest(
             kind=QDRANT,

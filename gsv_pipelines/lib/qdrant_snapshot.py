@@ -44,7 +44,8 @@ class NodeSnapshot:
     key: str  # where the copy is in the store
     size: int
     sha256: str
-    shards: list[int]  # the shards this node held locally, hence the ones the snapshot holds
+    # The shards this node held locally (hence the ones the snapshot holds): id -> points.
+    shards: dict[int, int]
 
 
 def node_label(node_url: str) -> str:
@@ -129,10 +130,11 @@ class _Node:
                 f"{response.status_code} without a JSON result ({exc})"
             ) from None
 
-    def local_shards(self) -> tuple[int, list[int]]:
-        """This node's peer id and the ids of the shards of the collection it holds."""
+    def local_shards(self) -> tuple[int, dict[int, int]]:
+        """This node's peer id and the shards of the collection it holds, with their points."""
         info = self.result("GET", f"{self.base}/cluster")
-        return info["peer_id"], sorted(shard["shard_id"] for shard in info["local_shards"])
+        shards = {s["shard_id"]: s.get("points_count") or 0 for s in info["local_shards"]}
+        return info["peer_id"], dict(sorted(shards.items()))
 
     def snapshots(self) -> list[dict[str, Any]]:
         return self.result("GET", f"{self.base}/snapshots")
@@ -210,7 +212,7 @@ def snapshot_collection(
 def _snapshot_node(
     node: _Node,
     peer_id: int,
-    shards: list[int],
+    shards: dict[int, int],
     store: BackupStore,
     folder: str,
     timeout_seconds: float,

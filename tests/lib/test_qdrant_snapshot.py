@@ -51,7 +51,7 @@ def test_single_node_copy_is_verified_then_deleted_from_the_server(fake, store):
     assert copy.name == created.name
     assert copy.key == f"{FOLDER}/{node_label(fake.url)}-{created.name}"
     assert (copy.size, copy.sha256) == (created.size, created.checksum)
-    assert copy.shards == [0]
+    assert copy.shards == {0: 1000}
     assert copy.node_url == fake.url
     assert store.hash(copy.key).sha256 == created.checksum
     assert store.glob(f"{FOLDER}/*") == [copy.key]
@@ -81,8 +81,8 @@ def test_only_nodes_holding_shards_are_snapshotted(store):
         copies = _snapshot(store, first.url, empty.url, third.url)
 
         assert [(c.node_url, c.shards) for c in copies] == [
-            (first.url, [0, 2]),
-            (third.url, [1, 3]),
+            (first.url, {0: 1000, 2: 1000}),
+            (third.url, {1: 1000, 3: 1000}),
         ]
         assert len({c.key for c in copies}) == 2
         assert empty.calls_to("GET", r"/collections/agents/cluster")

@@ -1,6 +1,8 @@
 """The backups group end to end in Dagster: embedded Qdrant, SQLite and PostgreSQL, local and S3."""
 
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -17,11 +19,13 @@ from gsv_pipelines.defs.backups.checks import (
 )
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS
 from gsv_pipelines.defs.backups.sensors import sensors
+from gsv_pipelines.lib import backups
 from gsv_pipelines.lib import manifest as manifests
 from gsv_pipelines.lib.store import BackupStore
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+from tests.services.qdrant_fake import FakeQdrantSnapshotServer
 
 TODAY = datetime.now(UTC).strftime("%Y-%m-%d")
 QDRANT = [qdrant_backup, qdrant_backup_verified, qdrant_backup_fresh]
@@ -202,3 +206,61 @@ def test_backups_to_s3(world, s3, monkeypatch):
         assert result.success and all(_checks(result).values())
     [backup] = manifests.list_backups(store, "qdrant", "agent_memory_a")
     assert manifests.verify(store, backup).ok
+
+
+def test_the_snapshot_method_on_a_server(world):
+    """Through the asset, against the recorded-contract fake of Qdrant's snapshot endpoints."""
+    with FakeQdrantSnapshotServer({"agent_memory_a": [0, 1]}, api_key="k-7f3a") as fake:
+        world["resources"]["qdrant"] = QdrantResource(url=fake.url, api_key="k-7f3a")
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_a"])
+            result = _backup(instance, world, "agent_memory_a")
+            assert result.success and _checks(result)["qdrant_backup:backup_verified"]
+        [created] = fake.created
+        assert fake.snapshot_names("agent_memory_a") == []  # deleted after the verified copy
+    [backup] = manifests.list_backups(world["store"], "qdrant", "agent_memory_a")
+    assert backup.method == "snapshot"
+    assert backup.details["points"] == 2000
+    [entry] = backup.files
+    assert (entry["size"], entry["sha256"]) == (created.size, created.checksum)
+
+
+KILLED_BACKUP = """
+import sys, threading
+from qdrant_client import QdrantClient
+from gsv_pipelines.lib.backup_policy import TargetPolicy
+from gsv_pipelines.lib.backups import backup_qdrant_collection
+from gsv_pipelines.lib.store import BackupStore
+
+client = QdrantClient(path=sys.argv[1])
+scroll, calls = client.scroll, []
+
+def scroll_then_hang(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:  # one batch is written: say so, then wait to be killed
+        print("first batch written", flush=True)
+        threading.Event().wait()
+    return scroll(*args, **kwargs)
+
+client.scroll = scroll_then_hang
+backup_qdrant_collection(client, "agent_memory_a", BackupStore(sys.argv[2]),
+                         TargetPolicy(batch_size=10), server_url=None, api_key=None)
+"""
+
+
+def test_a_backup_killed_midway_leaves_nothing_that_looks_valid(world, tmp_path):
+    store = world["store"]
+    with subprocess.Popen(
+        [sys.executable, "-c", KILLED_BACKUP, str(tmp_path / "qdrant"), store.url],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as backup:
+        assert backup.stdout.readline().strip() == "first batch written"
+        backup.kill()
+    [folder] = store.list_dirs("qdrant/agent_memory_a")
+    assert store.glob(f"qdrant/agent_memory_a/{folder}/*")  # data files were being written
+    assert manifests.list_backups(store, "qdrant", "agent_memory_a") == []
+    # The next backup cleans the leftover up once it is older than the grace period.
+    later = datetime.now(UTC) + backups.INCOMPLETE_GRACE + timedelta(minutes=1)
+    removed = manifests.remove_incomplete(store, "qdrant", "agent_memory_a", later)
+    assert removed == [f"qdrant/agent_memory_a/{folder}"]
