@@ -80,7 +80,9 @@ def local_services(settings: Settings) -> Iterator[dict]:
 
 
 def seed(settings: Settings, scale: float = 1.0) -> dict:
-    """Seed Qdrant, and Vault when VAULT_TOKEN is set; return what was written."""
+    """Seed Qdrant, the platform DB, and Vault when VAULT_TOKEN is set; return what was written."""
+    if settings.is_prod:
+        raise SystemExit("gsv seed writes demo data: it refuses to run with GSV_ENV=prod")
     qdrant = QdrantResource(
         url=settings.qdrant_url,
         api_key=os.environ.get("GSV_QDRANT_API_KEY"),
@@ -89,6 +91,7 @@ def seed(settings: Settings, scale: float = 1.0) -> dict:
     # Closed right after: the embedded store is locked while a client holds it open.
     with qdrant.open() as client:
         result = {"qdrant": demo_data.seed_qdrant(client, scale=scale)}
+    result["platform_db"] = demo_data.seed_platform_db(settings.platform_db_url)
     if os.environ.get("VAULT_TOKEN"):
         vault = VaultResource(addr=settings.vault_addr, token=os.environ["VAULT_TOKEN"])
         result["vault"] = demo_data.seed_vault(vault.client())
@@ -97,72 +100,38 @@ def seed(settings: Settings, scale: float = 1.0) -> dict:
     return result
 
 
-def materialize_all(defs, instance) -> dict:
-    """Run every asset of `defs` once in one run; return the run's outcome per asset."""
-    import dagster as dg
-
-    # Figures and paths: what a summary table can show (tables and markdown stay in the UI).
-    summary_types = (
-        dg.IntMetadataValue,
-        dg.FloatMetadataValue,
-        dg.TextMetadataValue,
-        dg.PathMetadataValue,
-    )
-    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
-    if not specs:
-        return {"run_id": None, "success": True, "assets": []}
-    job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
-    materialized = {
-        event.asset_key: event.materialization.metadata
-        for event in result.get_asset_materialization_events()
-    }
-    assets = []
-    for key, spec in sorted(specs.items(), key=lambda item: item[0].to_user_string()):
-        metadata = materialized.get(key)
-        assets.append(
-            {
-                "asset": key.to_user_string(),
-                "group": spec.group_name,
-                "status": "materialized" if metadata is not None else "failed",
-                "metadata": {
-                    name: _plain(value)
-                    for name, value in (metadata or {}).items()
-                    if isinstance(value, summary_types)
-                },
-            }
-        )
-    return {"run_id": result.run_id, "success": result.success, "assets": assets}
-
-
-def _plain(value):
-    return getattr(value, "value", value)
-
-
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
+# Metadata shown in the summary table (all figures go to the JSON summary).
+TABLE_METADATA = ("method", "points", "rows", "bytes", "duration_seconds")
+
+
 def demo(settings: Settings, scale: float = 1.0) -> int:
     import dagster as dg
 
     from gsv_pipelines.definitions import defs as load_defs
+    from gsv_pipelines.demo import materialize_all, sync_partitions
 
     started = datetime.now(UTC)
     home = _prepare_dagster_home(settings)
     with local_services(settings) as services:
         seeded = seed(load_settings(), scale=scale)
         _say("seeded demo data")
+        defs = load_defs()
         with dg.DagsterInstance.get() as instance:
-            outcome = materialize_all(load_defs(), instance)
+            partitions = sync_partitions(defs, instance)
+            outcome = materialize_all(defs, instance)
     summary = {
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "dagster_home": str(home),
         "services": services,
         "seed": seeded,
+        "partitions": partitions,
         **outcome,
     }
     path = settings.data_dir / "demo_summary.json"
@@ -181,20 +150,21 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
         rows = [
             [
                 a["asset"],
-                a["group"],
+                a["partition"] or "",
                 a["status"],
-                ", ".join(f"{k}={v}" for k, v in a["metadata"].items()),
+                " ".join(f"{n}:{'pass' if ok else 'FAIL'}" for n, ok in a["checks"].items()),
+                ", ".join(f"{k}={a['metadata'][k]}" for k in TABLE_METADATA if k in a["metadata"]),
             ]
             for a in outcome["assets"]
         ]
-        _print_table(rows, ["asset", "group", "status", "metadata"])
+        _print_table(rows, ["asset", "partition", "status", "checks", "figures"])
     else:
-        print("No assets are defined yet: the domains (backups, drills, rotation, scanning, usage)")
-        print("add theirs; the demo materializes whatever the code location holds.")
+        print("No assets are defined yet: the demo materializes whatever the code location holds.")
     print()
     _say(f"summary written to {path}")
     _say("open the UI with `make dev` (dagster dev on http://127.0.0.1:3000)")
-    return 0 if outcome["success"] else 1
+    checks_ok = all(all(a["checks"].values()) for a in outcome["assets"])
+    return 0 if outcome["success"] and checks_ok else 1
 
 
 def dev(settings: Settings, host: str, port: int, scale: float = 1.0) -> int:

@@ -6,10 +6,14 @@ secrets that already exist untouched (a rotated secret is never reset by a re-se
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import hvac
 import numpy as np
+import sqlalchemy as sa
 from qdrant_client import QdrantClient, models
+
+PLATFORM_SCHEMA = Path(__file__).resolve().parents[1] / "sql" / "platform_schema.sql"
 
 VECTOR_SIZE = 64
 
@@ -86,3 +90,69 @@ def seed_vault(client: hvac.Client) -> dict[str, str]:
             kv.create_or_update_secret(path=path, secret=make(), cas=0, mount_point=KV_MOUNT)
             outcome[path] = "created"
     return outcome
+
+
+DEMO_PLANS = [
+    # plan_id, name, monthly price, included calls, included tokens, per 1k calls, per 1M tokens
+    ("free", "Free", 0, 1_000, 200_000, 0, 0),
+    ("team", "Team", 99, 50_000, 20_000_000, 2.5, 4.0),
+    ("business", "Business", 499, 500_000, 250_000_000, 1.8, 3.0),
+]
+DEMO_AGENTS = [
+    ("support_bot", "openai", "Support Bot"),
+    ("sales_assistant", "anthropic", "Sales Assistant"),
+    ("code_reviewer", "mistral", "Code Reviewer"),
+]
+
+
+def apply_platform_schema(conn: sa.Connection) -> None:
+    """Create the platform's source tables (idempotent)."""
+    lines = [
+        ln for ln in PLATFORM_SCHEMA.read_text().splitlines() if not ln.lstrip().startswith("--")
+    ]
+    for statement in "\n".join(lines).split(";"):
+        if statement.strip():
+            conn.execute(sa.text(statement))
+
+
+def seed_platform_db(url: str) -> dict[str, int]:
+    """Schema plus reference rows (plans, tenants, agents, subscriptions); rows per table.
+
+    Usage events are not invented here: the usage simulator writes those.
+    """
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            apply_platform_schema(conn)
+            if not conn.execute(sa.text("select count(*) from tenants")).scalar_one():
+                start = datetime(2026, 1, 5)
+                conn.execute(
+                    sa.text("insert into plans values (:p, :n, :price, :c, :t, :oc, :ot)"),
+                    [
+                        dict(zip(("p", "n", "price", "c", "t", "oc", "ot"), row, strict=True))
+                        for row in DEMO_PLANS
+                    ],
+                )
+                conn.execute(
+                    sa.text("insert into agents values (:a, :p, :n)"),
+                    [dict(zip(("a", "p", "n"), row, strict=True)) for row in DEMO_AGENTS],
+                )
+                plans = [p[0] for p in DEMO_PLANS]
+                for i, tenant in enumerate(DEMO_TENANTS):
+                    joined = start + timedelta(days=9 * i)
+                    conn.execute(
+                        sa.text("insert into tenants values (:t, :n, :c)"),
+                        {"t": tenant, "n": tenant.title(), "c": joined},
+                    )
+                    conn.execute(
+                        sa.text(
+                            "insert into subscriptions values (:s, :t, :p, 'active', :b, null)"
+                        ),
+                        {"s": f"sub-{tenant}", "t": tenant, "p": plans[i % 3], "b": joined},
+                    )
+            tables = ("plans", "agents", "tenants", "subscriptions", "usage_events")
+            return {
+                t: conn.execute(sa.text(f"select count(*) from {t}")).scalar_one() for t in tables
+            }
+    finally:
+        engine.dispose()

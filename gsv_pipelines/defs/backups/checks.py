@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup
-from gsv_pipelines.defs.backups.partitions import COLLECTIONS
+from gsv_pipelines.defs.backups.partitions import COLLECTIONS, QDRANT_BACKUP_PARTITIONS
 from gsv_pipelines.lib import backups
 from gsv_pipelines.lib import manifest as manifests
 from gsv_pipelines.lib.store import BackupStore
@@ -128,7 +128,8 @@ def _freshness(store, kind: str, rpo_by_target: dict[str, float]) -> dg.AssetChe
 @dg.asset_check(
     asset=qdrant_backup,
     name=BACKUP_FRESH,
-    description="The newest backup of every collection is younger than its RPO (backup policy).",
+    description="The newest backup is younger than the RPO of the backup policy: in a "
+    "backup's run, of that collection; on its own (hourly), of every collection.",
 )
 def qdrant_backup_fresh(
     context: dg.AssetCheckExecutionContext,
@@ -136,7 +137,12 @@ def qdrant_backup_fresh(
     policies: PoliciesResource,
 ) -> dg.AssetCheckResult:
     policy = policies.backups()
-    collections = context.instance.get_dynamic_partitions(COLLECTIONS.name)
+    partition = context.run.tags.get("dagster/partition")
+    if partition:
+        key = QDRANT_BACKUP_PARTITIONS.get_partition_key_from_str(partition)
+        collections = [key.keys_by_dimension["collection"]]
+    else:
+        collections = context.instance.get_dynamic_partitions(COLLECTIONS.name)
     rpo = {name: policy.for_collection(name).rpo_hours for name in collections}
     return _freshness(backup_store.store(), backups.QDRANT, rpo)
 

@@ -81,13 +81,12 @@ def _backup(instance, world, collection: str, day: str = TODAY) -> dg.ExecuteInP
 def test_both_collections_and_the_database_are_backed_up_verified_and_fresh(world):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_a", "agent_memory_b"])
-        # backup_fresh judges every collection: fresh once both have a backup.
-        for name, points, fresh in [("agent_memory_a", 120, False), ("agent_memory_b", 40, True)]:
+        for name, points in [("agent_memory_a", 120), ("agent_memory_b", 40)]:
             result = _backup(instance, world, name)
             assert result.success
             assert _checks(result) == {
                 "qdrant_backup:backup_verified": True,
-                "qdrant_backup:backup_fresh": fresh,
+                "qdrant_backup:backup_fresh": True,
             }
             metadata = result.asset_materializations_for_node("backups__qdrant_backup")[0].metadata
             assert metadata["points"].value == points
@@ -137,18 +136,24 @@ def test_a_flipped_byte_fails_backup_verified(world):
         assert evaluation.description == "points.parquet: SHA-256 differs from the manifest"
 
 
-def test_backup_fresh_fails_for_a_collection_without_a_recent_backup(world, tmp_path):
+def test_backup_fresh_on_its_own_judges_every_collection(world, tmp_path):
     policy = tmp_path / "backups.yaml"
     policy.write_text("collections:\n  agent_memory_b:\n    rpo_hours: 1\n")
     world["resources"]["policies"] = PoliciesResource(backup_policy_path=str(policy))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_a", "agent_memory_b"])
-        result = _backup(instance, world, "agent_memory_a")
-        [fresh] = [
-            e for e in result.get_asset_check_evaluations() if e.check_name == "backup_fresh"
-        ]
+        assert _backup(instance, world, "agent_memory_a").success
+        hourly = dg.materialize(
+            QDRANT,
+            selection=dg.AssetSelection.checks(qdrant_backup_fresh),
+            instance=instance,
+            resources=world["resources"],
+            raise_on_error=False,
+        )
+        [fresh] = hourly.get_asset_check_evaluations()
         assert fresh.passed is False
         assert fresh.description == "agent_memory_b: no backup"
+        assert fresh.metadata["targets"].value == 2
 
 
 def test_a_past_day_can_be_backfilled(world):
@@ -264,3 +269,24 @@ def test_a_backup_killed_midway_leaves_nothing_that_looks_valid(world, tmp_path)
     later = datetime.now(UTC) + backups.INCOMPLETE_GRACE + timedelta(minutes=1)
     removed = manifests.remove_incomplete(store, "qdrant", "agent_memory_a", later)
     assert removed == [f"qdrant/agent_memory_a/{folder}"]
+
+
+def test_a_backup_older_than_the_rpo_is_stale(tmp_path):
+    from gsv_pipelines.defs.backups.checks import _freshness
+
+    store = BackupStore(str(tmp_path / "store"))
+    old = datetime.now(UTC) - timedelta(hours=30)
+    draft = manifests.Manifest(
+        kind="qdrant",
+        target="agent_memory_a",
+        backup_id=manifests.new_backup_id(old),
+        method="export",
+        started_at=old.isoformat(),
+        finished_at=old.isoformat(),
+        consistency_point=old.isoformat(),
+    )
+    manifests.commit(store, draft)
+    result = _freshness(store, "qdrant", {"agent_memory_a": 26})
+    assert result.passed is False
+    assert result.description == "agent_memory_a: newest backup 30.0 h old, RPO 26 h"
+    assert _freshness(store, "qdrant", {"agent_memory_a": 31}).passed is True

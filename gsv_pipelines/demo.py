@@ -1,0 +1,134 @@
+"""Run every asset of the code location once, as `gsv demo` does, and report what happened.
+
+Partitioned assets run for today's partition (and, for dynamic dimensions, every known key);
+dynamic partitions are first brought in sync by evaluating the sensors that own them and
+applying their requests, as the sensor daemon would.
+"""
+
+import itertools
+from typing import Any
+
+import dagster as dg
+
+# Sensors that only keep dynamic partitions in sync (they request no runs).
+PARTITION_SENSORS = ("qdrant_collections_sensor",)
+
+# Metadata a summary can show: figures and short text (tables and markdown stay in the UI).
+SUMMARY_TYPES = (
+    dg.IntMetadataValue,
+    dg.FloatMetadataValue,
+    dg.TextMetadataValue,
+    dg.PathMetadataValue,
+)
+
+
+# The terminal shows progress and problems; every event is in the run's log in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def sync_partitions(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, str]:
+    """Evaluate the partition-sync sensors once and apply what they ask for."""
+    outcome = {}
+    for name in PARTITION_SENSORS:
+        sensor = defs.resolve_sensor_def(name)
+        context = dg.build_sensor_context(
+            instance=instance,
+            resources=defs.resources,
+            repository_def=defs.get_repository_def(),
+        )
+        result = sensor(context)
+        if not isinstance(result, dg.SensorResult):
+            outcome[name] = getattr(result, "skip_message", None) or "nothing to do"
+            continue
+        changes = []
+        for request in result.dynamic_partitions_requests or []:
+            keys = list(request.partition_keys)
+            if isinstance(request, dg.AddDynamicPartitionsRequest):
+                instance.add_dynamic_partitions(request.partitions_def_name, keys)
+                changes.append(f"added {', '.join(keys)}")
+            else:
+                for key in keys:
+                    instance.delete_dynamic_partition(request.partitions_def_name, key)
+                changes.append(f"retired {', '.join(keys)}")
+        outcome[name] = "; ".join(changes)
+    return outcome
+
+
+def partition_keys(
+    partitions_def: dg.PartitionsDefinition | None, instance: dg.DagsterInstance
+) -> list[str | None]:
+    """The keys a demo runs: today's time partition, crossed with each dynamic key."""
+    if partitions_def is None:
+        return [None]
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        last = partitions_def.get_last_partition_key()
+        return [last] if last else []
+    if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
+        return sorted(instance.get_dynamic_partitions(partitions_def.name))
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        dimensions = partitions_def.partitions_defs
+        choices = [partition_keys(d.partitions_def, instance) for d in dimensions]
+        return [
+            dg.MultiPartitionKey(dict(zip([d.name for d in dimensions], combo, strict=True)))
+            for combo in itertools.product(*choices)
+        ]
+    return list(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
+
+
+def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, Any]:
+    """One run per partition key of every executable asset group; the outcome per asset."""
+    graph = defs.resolve_asset_graph()
+    groups: list[tuple[dg.PartitionsDefinition | None, list[dg.AssetKey]]] = []
+    for key in sorted(graph.executable_asset_keys, key=lambda k: k.to_user_string()):
+        partitions_def = graph.get(key).partitions_def
+        for group_def, keys in groups:
+            if group_def == partitions_def:
+                keys.append(key)
+                break
+        else:
+            groups.append((partitions_def, [key]))
+
+    rows, runs, success = [], [], True
+    for partitions_def, keys in groups:
+        job = defs.resolve_implicit_job_def_def_for_assets(keys)
+        for partition in partition_keys(partitions_def, instance):
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=partition,
+                asset_selection=keys,
+                raise_on_error=False,
+                run_config=QUIET,
+            )
+            runs.append(result.run_id)
+            success = success and result.success
+            rows += _rows(graph, keys, partition, result)
+    return {"success": success, "runs": runs, "assets": rows}
+
+
+def _rows(graph, keys, partition, result: dg.ExecuteInProcessResult) -> list[dict[str, Any]]:
+    materialized = {
+        event.asset_key: event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    checks: dict[dg.AssetKey, dict[str, bool]] = {}
+    for evaluation in result.get_asset_check_evaluations():
+        checks.setdefault(evaluation.asset_key, {})[evaluation.check_name] = evaluation.passed
+    rows = []
+    for key in keys:
+        metadata = materialized.get(key)
+        rows.append(
+            {
+                "asset": key.to_user_string(),
+                "group": graph.get(key).group_name,
+                "partition": str(partition) if partition is not None else None,
+                "status": "materialized" if metadata is not None else "failed",
+                "checks": checks.get(key, {}),
+                "metadata": {
+                    name: value.value
+                    for name, value in (metadata or {}).items()
+                    if isinstance(value, SUMMARY_TYPES)
+                },
+                "run_id": result.run_id,
+            }
+        )
+    return rows

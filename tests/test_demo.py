@@ -1,0 +1,70 @@
+"""The demo's runner: every asset once, partitioned ones for today's partition."""
+
+import dagster as dg
+
+from gsv_pipelines.demo import materialize_all, partition_keys
+
+DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
+TARGETS = dg.DynamicPartitionsDefinition(name="targets")
+
+
+def test_materialize_all_reports_each_asset_partition_and_check():
+    @dg.asset(key=["backups", "counted"], group_name="backups")
+    def counted() -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"points": 3, "path": dg.MetadataValue.path("/x")})
+
+    @dg.asset(key=["backups", "broken"], group_name="backups", deps=[counted])
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    @dg.asset(
+        key=["backups", "per_target"],
+        group_name="backups",
+        partitions_def=dg.MultiPartitionsDefinition({"day": DAILY, "target": TARGETS}),
+    )
+    def per_target(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        return dg.MaterializeResult(
+            metadata={"target": context.partition_key.keys_by_dimension["target"]}
+        )
+
+    @dg.asset_check(asset=per_target)
+    def looks_right() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
+    defs = dg.Definitions(assets=[counted, broken, per_target], asset_checks=[looks_right])
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("targets", ["b", "a"])
+        outcome = materialize_all(defs, instance)
+    today = DAILY.get_last_partition_key()
+    assert outcome["success"] is False
+    rows = [
+        (r["asset"], r["partition"], r["status"], r["checks"], r["metadata"])
+        for r in outcome["assets"]
+    ]
+    assert rows == [
+        ("backups/broken", None, "failed", {}, {}),
+        ("backups/counted", None, "materialized", {}, {"points": 3, "path": "/x"}),
+        (
+            "backups/per_target",
+            f"{today}|a",
+            "materialized",
+            {"looks_right": True},
+            {"target": "a"},
+        ),
+        (
+            "backups/per_target",
+            f"{today}|b",
+            "materialized",
+            {"looks_right": True},
+            {"target": "b"},
+        ),
+    ]
+    assert len(outcome["runs"]) == 3
+
+
+def test_partition_keys_for_a_dynamic_dimension_without_keys_is_empty():
+    with dg.instance_for_test() as instance:
+        multi = dg.MultiPartitionsDefinition({"day": DAILY, "target": TARGETS})
+        assert partition_keys(multi, instance) == []
+        assert partition_keys(None, instance) == [None]
+        assert partition_keys(DAILY, instance) == [DAILY.get_last_partition_key()]
