@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from gsv_pipelines.lib import demo_data
-from gsv_pipelines.lib.openbao import start_dev_server
+from gsv_pipelines.lib.openbao import start_raft_server
 from gsv_pipelines.lib.processes import ManagedProcess, free_port
 from gsv_pipelines.lib.settings import Settings, load_settings
 from gsv_pipelines.resources.qdrant import QdrantResource
@@ -47,22 +47,23 @@ def _prepare_dagster_home(settings: Settings) -> Path:
 def local_services(settings: Settings) -> Iterator[dict]:
     """Start what the embedded defaults need and stop it afterwards.
 
-    Vault: an OpenBao dev server, unless VAULT_TOKEN points at a running one. Qdrant and the
-    SQLite files need no server: they are folders and files under GSV_DATA_DIR.
+    Vault: a throwaway one-node OpenBao on raft storage (so raft snapshots work as in
+    production), unless VAULT_TOKEN points at a running one. Qdrant and the SQLite files need no
+    server: they are folders and files under GSV_DATA_DIR.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     services: dict = {"data_dir": str(settings.data_dir)}
     bao = None
     if "VAULT_TOKEN" not in settings.secrets_set:
-        bao = start_dev_server(settings.data_dir / "logs")
+        bao = start_raft_server(settings.data_dir / "openbao")
         os.environ["VAULT_ADDR"] = bao.addr
         os.environ["VAULT_TOKEN"] = bao.token
-        _say(f"started OpenBao dev server at {bao.addr} (pid {bao.process.pid})")
+        _say(f"started OpenBao (raft storage) at {bao.addr} (pid {bao.process.pid})")
     vault = VaultResource(addr=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
     health = vault.client().sys.read_health_status(method="GET")
     services["vault"] = {
         "address": vault.addr,
-        "server": "OpenBao dev server (started by gsv)" if bao else "external",
+        "server": "OpenBao on raft storage (started by gsv)" if bao else "external",
         "version": health.get("version"),
     }
     services["qdrant"] = (
@@ -76,7 +77,7 @@ def local_services(settings: Settings) -> Iterator[dict]:
         if bao:
             bao.stop()
             os.environ.pop("VAULT_TOKEN", None)
-            _say("stopped OpenBao dev server")
+            _say("stopped OpenBao")
 
 
 def seed(settings: Settings, scale: float = 1.0) -> dict:

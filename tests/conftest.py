@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import pytest
 
-from gsv_pipelines.lib.openbao import DevServer, start_dev_server
+from gsv_pipelines.lib.openbao import LocalServer, start_dev_server, start_raft_server
 from gsv_pipelines.lib.settings import SECRET_VARIABLES, find_trivy
 from tests.services.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
 from tests.services.postgres import Postgres, start_postgres
@@ -55,8 +55,17 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture(scope="session")
-def openbao(tmp_path_factory) -> Iterator[DevServer]:
+def openbao(tmp_path_factory) -> Iterator[LocalServer]:
     server = _start("OpenBao", lambda: start_dev_server(tmp_path_factory.mktemp("openbao")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def openbao_raft(tmp_path_factory) -> Iterator[LocalServer]:
+    """OpenBao on raft storage, initialised and unsealed: raft snapshots need it."""
+    root = tmp_path_factory.mktemp("openbao-raft")
+    server = _start("OpenBao (raft)", lambda: start_raft_server(root))
     yield server
     server.stop()
 

@@ -28,7 +28,7 @@ def test_demo_runs_on_embedded_defaults_and_stops_what_it_started(tmp_path):
         name: max(1, int(count * 0.1)) for name, count in DEMO_COLLECTIONS.items()
     }
     assert summary["seed"]["vault"] == dict.fromkeys(DEMO_SECRETS, "created")
-    assert summary["services"]["vault"]["server"] == "OpenBao dev server (started by gsv)"
+    assert summary["services"]["vault"]["server"] == "OpenBao on raft storage (started by gsv)"
     assert summary["dagster_home"] == str(tmp_path / "data" / "dagster")
     assert summary["success"] is True
     assert summary["seed"]["platform_db"]["tenants"] == 6
@@ -40,6 +40,7 @@ def test_demo_runs_on_embedded_defaults_and_stops_what_it_started(tmp_path):
     for row in summary["assets"]:
         assert row["status"] == "materialized"
         assert row["checks"] == {"backup_verified": True, "backup_fresh": True}
+    assert any(a["asset"] == "backups/vault_snapshot" for a in summary["assets"])
     assert "summary written to" in result.stdout and "make dev" in result.stdout
     vault_port = int(summary["services"]["vault"]["address"].rsplit(":", 1)[1])
     assert not port_open(vault_port), "the OpenBao dev server outlived the demo"
@@ -64,4 +65,4 @@ def test_dev_serves_the_ui_on_loopback_and_stops_cleanly(tmp_path):
         dev.stop(timeout=60)
     assert not port_open(port)
     log = dev.log_path.read_text()
-    assert "stopped OpenBao dev server" in log, log[-2000:]
+    assert "stopped OpenBao" in log, log[-2000:]

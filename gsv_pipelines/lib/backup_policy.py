@@ -30,6 +30,7 @@ class BackupPolicy:
     defaults: TargetPolicy
     collections: dict[str, TargetPolicy]
     platform_db: TargetPolicy
+    vault: TargetPolicy
     qdrant_nodes: tuple[str, ...]
     source: str
 
@@ -80,7 +81,7 @@ def load_backup_policy(path: str | Path | None = None) -> BackupPolicy:
         raise BackupPolicyError(f"backup policy {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise BackupPolicyError(f"backup policy {path} must be a mapping")
-    known = {"defaults", "collections", "platform_db", "qdrant_nodes"}
+    known = {"defaults", "collections", "platform_db", "vault", "qdrant_nodes"}
     if set(data) - known:
         raise BackupPolicyError(
             f"backup policy {path}: unknown key(s) {', '.join(sorted(set(data) - known))}"
@@ -99,6 +100,7 @@ def load_backup_policy(path: str | Path | None = None) -> BackupPolicy:
             for name, value in collections.items()
         },
         platform_db=_target(data.get("platform_db"), defaults, f"{path}: platform_db"),
+        vault=_target(data.get("vault"), defaults, f"{path}: vault"),
         qdrant_nodes=tuple(n.rstrip("/") for n in nodes),
         source=str(path),
     )

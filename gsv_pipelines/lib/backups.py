@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gsv_pipelines.lib import manifest as manifests
-from gsv_pipelines.lib import platform_db
+from gsv_pipelines.lib import platform_db, vault_snapshot
 from gsv_pipelines.lib.backup_policy import TargetPolicy
 from gsv_pipelines.lib.manifest import Manifest, Verification
 from gsv_pipelines.lib.qdrant_export import export_collection
@@ -23,6 +23,9 @@ from gsv_pipelines.lib.store import BackupStore, StoredFile
 
 QDRANT = "qdrant"
 PLATFORM_DB = "platform_db"
+VAULT = "vault"
+# The platform has one Vault cluster: one target, whatever its (generated) cluster name.
+VAULT_TARGET = "vault"
 
 # Folders without a manifest younger than this may belong to a backup still being written.
 INCOMPLETE_GRACE = timedelta(hours=6)
@@ -204,6 +207,40 @@ def backup_platform_database(
                 "tables": stats,
                 "rows": sum(t["rows"] for t in stats.values()),
                 "dump_seconds": round(time.monotonic() - clock, 3),
+                "partition": partition,
+            },
+        )
+        return _complete(store, draft, [stored], policy)
+
+    return _attempt(store, folder, work)
+
+
+def backup_vault(
+    client, store: BackupStore, policy: TargetPolicy, *, run_id: str = "", partition: str = ""
+) -> BackupOutcome:
+    """A raft snapshot of the Vault/OpenBao cluster `client` is logged in to."""
+    health = client.sys.read_health_status(method="GET")
+    target = VAULT_TARGET
+    started = _now()
+    backup_id = manifests.new_backup_id(started, run_id)
+    folder = manifests.backup_folder(VAULT, target, backup_id)
+
+    def work() -> BackupOutcome:
+        stored = vault_snapshot.take_snapshot(client, store, posixpath.join(folder, "raft.snap"))
+        meta = vault_snapshot.check_archive(store, stored.key)
+        draft = Manifest(
+            kind=VAULT,
+            target=target,
+            backup_id=backup_id,
+            method="raft_snapshot",
+            started_at=started.isoformat(),
+            finished_at="",
+            consistency_point=started.isoformat(),
+            details={
+                "cluster": health.get("cluster_name"),
+                "version": health.get("version"),
+                "raft_index": meta.get("Index"),
+                "raft_term": meta.get("Term"),
                 "partition": partition,
             },
         )

@@ -87,10 +87,6 @@ def list_backups(store: BackupStore, kind: str, target: str) -> list[Manifest]:
     return sorted(found, key=lambda m: (m.consistency_point, m.backup_id))
 
 
-def list_targets(store: BackupStore, kind: str) -> list[str]:
-    return store.list_dirs(kind)
-
-
 @dataclass
 class Verification:
     ok: bool

@@ -4,6 +4,7 @@ Used by the demo (`gsv demo`, `gsv dev`) for the embedded defaults and by the te
 real service they run on loopback.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -35,6 +36,26 @@ def _default_signals() -> None:
     # `dagster dev` would then never stop.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a member of the process group still runs (zombies hold no ports or locks)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
 
 
 class ManagedProcess:
@@ -95,16 +116,22 @@ class ManagedProcess:
         raise ServiceError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGTERM to the whole process group; SIGKILL what is left after `timeout`."""
+        if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+        group = self.proc.pid  # its own session: the group id is its pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        # Wait for every member, not only the leader: a child may still hold a port or a lock.
+        while _group_alive(group) and time.monotonic() < deadline:
+            self.proc.poll()
+            time.sleep(0.05)
+        if _group_alive(group):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=timeout)
-        except ProcessLookupError:
-            pass
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup
+from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup, vault_snapshot
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS, QDRANT_BACKUP_PARTITIONS
 from gsv_pipelines.lib import backups
 from gsv_pipelines.lib import manifest as manifests
@@ -157,3 +157,28 @@ def platform_db_backup_fresh(
 ) -> dg.AssetCheckResult:
     rpo = {backups.database_name(platform_db.url): policies.backups().platform_db.rpo_hours}
     return _freshness(backup_store.store(), backups.PLATFORM_DB, rpo)
+
+
+@dg.asset_check(
+    asset=vault_snapshot,
+    name=BACKUP_VERIFIED,
+    blocking=True,
+    description="Re-reads the raft snapshot from the store and checks its SHA-256.",
+)
+def vault_snapshot_verified(
+    context: dg.AssetCheckExecutionContext, backup_store: BackupStoreResource
+) -> dg.AssetCheckResult:
+    store = backup_store.store()
+    return _verify(context, store, vault_snapshot.key, backups.VAULT, [backups.VAULT_TARGET])
+
+
+@dg.asset_check(
+    asset=vault_snapshot,
+    name=BACKUP_FRESH,
+    description="The newest raft snapshot of Vault is younger than its RPO.",
+)
+def vault_snapshot_fresh(
+    backup_store: BackupStoreResource, policies: PoliciesResource
+) -> dg.AssetCheckResult:
+    rpo = {backups.VAULT_TARGET: policies.backups().vault.rpo_hours}
+    return _freshness(backup_store.store(), backups.VAULT, rpo)

@@ -1,7 +1,11 @@
 import dagster as dg
 
-from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup
-from gsv_pipelines.defs.backups.checks import platform_db_backup_fresh, qdrant_backup_fresh
+from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup, vault_snapshot
+from gsv_pipelines.defs.backups.checks import (
+    platform_db_backup_fresh,
+    qdrant_backup_fresh,
+    vault_snapshot_fresh,
+)
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS
 from gsv_pipelines.lib.settings import load_settings
 
@@ -15,9 +19,16 @@ platform_db_backup_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(platform_db_backup),
     description="Back up the platform database for one day (and verify it).",
 )
+vault_snapshot_job = dg.define_asset_job(
+    "vault_snapshot_job",
+    selection=dg.AssetSelection.assets(vault_snapshot),
+    description="Take today's raft snapshot of Vault / OpenBao (and verify it).",
+)
 backup_freshness_job = dg.define_asset_job(
     "backup_freshness_job",
-    selection=dg.AssetSelection.checks(qdrant_backup_fresh, platform_db_backup_fresh),
+    selection=dg.AssetSelection.checks(
+        qdrant_backup_fresh, platform_db_backup_fresh, vault_snapshot_fresh
+    ),
     description="Check that every target's newest backup is within its RPO.",
 )
 
@@ -61,6 +72,17 @@ def schedules() -> dg.Definitions:
         day = context.scheduled_execution_time.strftime("%Y-%m-%d")
         return dg.RunRequest(run_key=day, partition_key=day)
 
+    @dg.schedule(
+        job=vault_snapshot_job,
+        cron_schedule="45 2 * * *",
+        execution_timezone="UTC",
+        default_status=status,
+        description="Nightly: today's raft snapshot of Vault / OpenBao.",
+    )
+    def vault_snapshot_schedule(context: dg.ScheduleEvaluationContext):
+        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        return dg.RunRequest(run_key=day, partition_key=day)
+
     backup_freshness_schedule = dg.ScheduleDefinition(
         name="backup_freshness_schedule",
         job=backup_freshness_job,
@@ -70,6 +92,11 @@ def schedules() -> dg.Definitions:
         description="Hourly: a target whose backups stopped is noticed within its RPO.",
     )
     return dg.Definitions(
-        jobs=[qdrant_backup_job, platform_db_backup_job, backup_freshness_job],
-        schedules=[qdrant_backup_schedule, platform_db_backup_schedule, backup_freshness_schedule],
+        jobs=[qdrant_backup_job, platform_db_backup_job, vault_snapshot_job, backup_freshness_job],
+        schedules=[
+            qdrant_backup_schedule,
+            platform_db_backup_schedule,
+            vault_snapshot_schedule,
+            backup_freshness_schedule,
+        ],
     )

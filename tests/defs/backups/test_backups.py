@@ -290,3 +290,30 @@ def test_a_backup_older_than_the_rpo_is_stale(tmp_path):
     assert result.passed is False
     assert result.description == "agent_memory_a: newest backup 30.0 h old, RPO 26 h"
     assert _freshness(store, "qdrant", {"agent_memory_a": 31}).passed is True
+
+
+def test_a_vault_raft_snapshot_is_backed_up_and_verified(world, openbao_raft):
+    from gsv_pipelines.defs.backups.assets import vault_snapshot
+    from gsv_pipelines.defs.backups.checks import vault_snapshot_fresh, vault_snapshot_verified
+    from gsv_pipelines.resources.vault import VaultResource
+
+    resources = {
+        **world["resources"],
+        "vault": VaultResource(addr=openbao_raft.addr, token=openbao_raft.token),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [vault_snapshot, vault_snapshot_verified, vault_snapshot_fresh],
+            partition_key=TODAY,
+            instance=instance,
+            resources=resources,
+        )
+        logs = instance.all_logs(result.run_id)
+    # The token the run logged in with appears nowhere in what the run wrote.
+    assert logs and not any(openbao_raft.token in str(event) for event in logs)
+    assert _checks(result) == {
+        "vault_snapshot:backup_verified": True,
+        "vault_snapshot:backup_fresh": True,
+    }
+    [backup] = manifests.list_backups(world["store"], "vault", "vault")
+    assert backup.method == "raft_snapshot" and backup.details["raft_index"] > 0
