@@ -221,6 +221,8 @@ def test_the_snapshot_method_on_a_server(world):
             instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_a"])
             result = _backup(instance, world, "agent_memory_a")
             assert result.success and _checks(result)["qdrant_backup:backup_verified"]
+            logs = instance.all_logs(result.run_id)
+        assert logs and not any("k-7f3a" in str(event) for event in logs)
         [created] = fake.created
         assert fake.snapshot_names("agent_memory_a") == []  # deleted after the verified copy
     [backup] = manifests.list_backups(world["store"], "qdrant", "agent_memory_a")
