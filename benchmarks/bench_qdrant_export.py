@@ -21,6 +21,7 @@ on its own, so it runs on tmpfs (/dev/shm) when there is room, then copies the f
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -64,11 +65,11 @@ WORDS = VOCABULARY.split()
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 
 CHILD = r"""
-import ctypes, gc, json, os, sys, time, warnings
+import ctypes, gc, json, os, sys, tempfile, time, warnings
 
 warnings.simplefilter("ignore")  # local mode warns about collections over 20,000 points
-mode, path, collection, out_dir, batch_size = sys.argv[1:6]
-from qdrant_client import QdrantClient
+mode, path, collection, dim, out_dir, batch_size = sys.argv[1:7]
+from qdrant_client import QdrantClient, models
 if mode == "export":
     from gsv_pipelines.lib.qdrant_export import export_collection
     from gsv_pipelines.lib.store import BackupStore
@@ -82,14 +83,38 @@ def status(field):
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def work(client, out_dir):
+    if mode == "export":
+        files, details = export_collection(
+            client, collection, BackupStore(out_dir), "export", batch_size=int(batch_size)
+        )
+        return details["points"], sum(f.size for f in files)
+    total = client.count(collection).count
+    records, _ = client.scroll(collection, limit=total, with_payload=True, with_vectors=True)
+    target = os.path.join(out_dir, "points.json")
+    with open(target, "w") as f:
+        json.dump([{"id": r.id, "vector": r.vector, "payload": r.payload} for r in records], f)
+    return len(records), os.path.getsize(target)
+
+
+# Warm up on a tiny in-memory collection: lazy imports (pyarrow imports pandas) and one-off set-up
+# are then neither in the timing nor in the export's own memory.
+with tempfile.TemporaryDirectory() as tiny_dir:
+    tiny = QdrantClient(":memory:")
+    params = models.VectorParams(size=int(dim), distance=models.Distance.COSINE)
+    tiny.create_collection(collection, vectors_config=params)
+    tiny.upsert(collection, models.Batch(
+        ids=list(range(8)), vectors=[[1.0] * int(dim)] * 8, payloads=[{"text": "x"}] * 8
+    ))
+    work(tiny, tiny_dir)
+    tiny.close()
+
 start = time.perf_counter()
 client = QdrantClient(path=path)
 open_seconds = time.perf_counter() - start
+open_peak = status("VmHWM")
 gc.collect()
-try:
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-except (OSError, AttributeError):
-    pass
+ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand what the open freed back to the OS
 rss_open = status("VmRSS")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset VmHWM to the current RSS
@@ -97,24 +122,13 @@ if status("VmHWM") > rss_open + (64 << 20):
     raise RuntimeError("could not reset the peak RSS (VmHWM)")
 
 start = time.perf_counter()
-if mode == "export":
-    files, details = export_collection(
-        client, collection, BackupStore(out_dir), "export", batch_size=int(batch_size)
-    )
-    points, size = details["points"], sum(f.size for f in files)
-else:
-    total = client.count(collection).count
-    records, _ = client.scroll(collection, limit=total, with_payload=True, with_vectors=True)
-    target = os.path.join(out_dir, "points.json")
-    with open(target, "w") as f:
-        json.dump([{"id": r.id, "vector": r.vector, "payload": r.payload} for r in records], f)
-    points, size = len(records), os.path.getsize(target)
+points, size = work(client, out_dir)
 seconds = time.perf_counter() - start
 peak = status("VmHWM")
 client.close()
 print(json.dumps({
     "points": points, "seconds": seconds, "open_seconds": open_seconds, "bytes": size,
-    "rss_open": rss_open, "peak_rss": peak,
+    "open_peak_rss": open_peak, "rss_open": rss_open, "peak_rss": peak,
 }))
 """
 
@@ -223,8 +237,10 @@ def fixture() -> tuple[Path, dict, bool]:
 def _sample(mode: str, path: Path, batch_size: int) -> dict:
     """One export (or naive export) of the collection at `path`, by a fresh process."""
     with tempfile.TemporaryDirectory(prefix="bench-qdrant-export-") as out_dir:
-        argv = [sys.executable, "-c", CHILD, mode, str(path), COLLECTION, out_dir, str(batch_size)]
-        out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
+        argv = [sys.executable, "-c", CHILD, mode, str(path), COLLECTION, str(DIM), out_dir]
+        argv.append(str(batch_size))
+        env = {**os.environ, "PYTHONMALLOC": "malloc"}
+        out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{mode} of {path} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -235,6 +251,7 @@ def _sample(mode: str, path: Path, batch_size: int) -> dict:
         "own_memory_mib": round((result["peak_rss"] - result["rss_open"]) / 2**20, 1),
         "rss_open_mib": round(result["rss_open"] / 2**20, 1),
         "open_seconds": round(result["open_seconds"], 1),
+        "open_peak_rss_mib": round(result["open_peak_rss"] / 2**20, 1),
         "output_mib": round(result["bytes"] / 2**20, 1),
     }
 

@@ -1,0 +1,141 @@
+"""The rotation engine: one secret, one run, one state machine per kind, every step journaled.
+
+A run of a secret does at most one thing: retire what a previous rotation left in its grace
+period (once that period is over), or rotate (when the secret is due, or when forced), or
+nothing. Each step is recorded in the journal by name with facts that are never secret values
+(versions, role names, timestamps). A failure after a change rolls the change back (the
+previous KV version current again, the target restored) and is raised as `RotationError`.
+
+Each kind is a `Rotator` in gsv_pipelines/lib/rotators/, listed in `rotators()`.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import hvac
+
+from gsv_pipelines.lib import vault_kv
+from gsv_pipelines.lib.rotation_policy import SecretPolicy
+
+
+class RotationError(RuntimeError):
+    """A rotation failed; the message says where, and whether it was rolled back."""
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the journal at a chosen step: how tests break a rotation mid-way."""
+
+
+@dataclass
+class Step:
+    name: str
+    at: str
+    facts: dict[str, Any]
+
+
+@dataclass
+class Journal:
+    """The steps of one run. `fail_after` names a step to fail right after (tests only)."""
+
+    steps: list[Step] = field(default_factory=list)
+    fail_after: str | None = None
+    # Values generated or read during the run: scrubbed from any error message.
+    secrets: set[str] = field(default_factory=set, repr=False)
+
+    def protect(self, value: str) -> str:
+        if value:
+            self.secrets.add(str(value))
+        return value
+
+    def scrub(self, text: str) -> str:
+        for value in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
+
+    def record(self, name: str, **facts: Any) -> None:
+        self.steps.append(Step(name, datetime.now(UTC).isoformat(), facts))
+        if name == self.fail_after:
+            raise InjectedFailure(f"failure injected after step {name!r}")
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+
+@dataclass
+class Outcome:
+    secret: str
+    kind: str
+    action: str  # "rotated", "retired", "nothing due", "deferred"
+    reason: str
+    version_before: int | None = None
+    version_after: int | None = None
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """What a rotator works with."""
+
+    client: hvac.Client
+    secret: SecretPolicy
+    now: datetime
+    journal: Journal
+    force: bool = False
+
+    def grace_end(self) -> str:
+        return (self.now + timedelta(hours=self.secret.grace_hours)).isoformat()
+
+    def is_due(self, current: vault_kv.KvSecret) -> bool:
+        return self.force or current.age_days(self.now) >= self.secret.max_age_days
+
+
+class Rotator(Protocol):
+    def run(self, ctx: Context) -> Outcome: ...
+
+
+def rotators() -> dict[str, Callable[[], Rotator]]:
+    # Imported here: the rotators build on this module.
+    from gsv_pipelines.lib.rotators.keys import ApiKeyRotator, HmacKeyRotator
+
+    return {"hmac_key": HmacKeyRotator, "api_key": ApiKeyRotator}
+
+
+def grace_over(data: dict[str, Any], now: datetime, key: str = "previous_until") -> bool:
+    until = data.get(key)
+    return bool(until) and datetime.fromisoformat(until) <= now
+
+
+def rollback_kv(ctx: Context, before: vault_kv.KvSecret, written_version: int) -> None:
+    """Make the data of `before` current again, as a new version (only if ours is current)."""
+    restored = vault_kv.write(
+        ctx.client, before.mount, before.path, before.data, cas=written_version
+    )
+    ctx.journal.record("kv_rolled_back", restored_from=before.version, version=restored)
+
+
+def rotate(
+    client: hvac.Client,
+    secret: SecretPolicy,
+    *,
+    now: datetime | None = None,
+    force: bool = False,
+    journal: Journal | None = None,
+) -> Outcome:
+    """Run the secret's state machine once."""
+    journal = journal if journal is not None else Journal()
+    ctx = Context(client, secret, now or datetime.now(UTC), journal, force)
+    try:
+        outcome = rotators()[secret.kind]().run(ctx)
+    except (vault_kv.KvError, RotationError):
+        raise
+    except Exception as exc:
+        # The message names where it broke; the rotator has rolled back what it changed.
+        raise RotationError(
+            f"rotation of {secret.name} ({secret.kind}) failed after steps "
+            f"{journal.names or ['none']}: {type(exc).__name__}: {journal.scrub(str(exc))}"
+        ) from None
+    outcome.steps = journal.steps
+    return outcome

@@ -1,0 +1,93 @@
+"""KV v2 in Vault / OpenBao: versioned reads and check-and-set writes, with clear errors.
+
+Every error names the mount and path, never a value.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import requests
+
+
+class KvError(RuntimeError):
+    """A KV v2 operation failed; the message says why (never with a secret value)."""
+
+
+class CasConflict(KvError):
+    """Someone wrote the secret since it was read: nothing was overwritten."""
+
+
+class SecretMissing(KvError):
+    """The path holds no (live) version."""
+
+
+@dataclass(frozen=True)
+class KvSecret:
+    mount: str
+    path: str
+    version: int
+    data: dict[str, Any]
+    created_time: datetime  # of this version
+    first_created_time: datetime  # of the secret (metadata)
+
+    def age_days(self, now: datetime) -> float:
+        return (now - self.created_time).total_seconds() / 86400
+
+
+def _time(text: str) -> datetime:
+    # Vault writes nanoseconds; Python's parser takes at most microseconds.
+    head, _, rest = text.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + "." + (rest + "000000")[:6] + "+00:00")
+
+
+def _describe(exc: Exception, mount: str, path: str) -> KvError:
+    where = f"{mount}/{path}"
+    if isinstance(exc, requests.RequestException):
+        return KvError(f"Vault is unreachable ({type(exc).__name__}) for {where}")
+    if isinstance(exc, hvac.exceptions.VaultDown):
+        return KvError(f"Vault is sealed or down: cannot use {where}")
+    if isinstance(exc, hvac.exceptions.Forbidden):
+        return KvError(f"the Vault token may not use {where} (permission denied)")
+    if isinstance(exc, hvac.exceptions.InvalidPath):
+        return SecretMissing(f"no secret at {where} (or no KV v2 mount {mount!r})")
+    return KvError(f"Vault refused an operation on {where}: {type(exc).__name__}")
+
+
+def read(client: hvac.Client, mount: str, path: str, version: int | None = None) -> KvSecret:
+    """The current (or a given) version of a secret with its metadata."""
+    kv = client.secrets.kv.v2
+    try:
+        response = kv.read_secret_version(
+            path=path, mount_point=mount, version=version, raise_on_deleted_version=True
+        )
+        metadata = kv.read_secret_metadata(path=path, mount_point=mount)["data"]
+    except (requests.RequestException, hvac.exceptions.VaultError) as exc:
+        raise _describe(exc, mount, path) from None
+    return KvSecret(
+        mount=mount,
+        path=path,
+        version=response["data"]["metadata"]["version"],
+        data=response["data"]["data"],
+        created_time=_time(response["data"]["metadata"]["created_time"]),
+        first_created_time=_time(metadata["created_time"]),
+    )
+
+
+def write(client: hvac.Client, mount: str, path: str, data: dict[str, Any], cas: int) -> int:
+    """Write `data` only if the current version is still `cas` (0: only if absent)."""
+    try:
+        response = client.secrets.kv.v2.create_or_update_secret(
+            path=path, secret=data, cas=cas, mount_point=mount
+        )
+    except hvac.exceptions.InvalidRequest as exc:
+        if "check-and-set" in str(exc):
+            raise CasConflict(
+                f"{mount}/{path} changed since version {cas} was read: not overwritten"
+            ) from None
+        raise _describe(exc, mount, path) from None
+    except (requests.RequestException, hvac.exceptions.VaultError) as exc:
+        raise _describe(exc, mount, path) from None
+    return response["data"]["version"]
