@@ -6,10 +6,10 @@ nothing. Each step is recorded in the journal by name with facts that are never 
 (versions, role names, timestamps). A failure after a change rolls the change back (the
 previous KV version current again, the target restored) and is raised as `RotationError`.
 
-Each kind is a `Rotator` in gsv_pipelines/lib/rotators/, listed in `rotators()`.
+Each kind is a `Rotator` in gsv_pipelines/lib/rotators/, listed in `ROTATORS`.
 """
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -96,11 +96,19 @@ class Rotator(Protocol):
     def run(self, ctx: Context) -> Outcome: ...
 
 
-def rotators() -> dict[str, Callable[[], Rotator]]:
-    # Imported here: the rotators build on this module.
-    from gsv_pipelines.lib.rotators.keys import ApiKeyRotator, HmacKeyRotator
+# Each kind's rotator, imported when used (the rotators build on this module).
+ROTATORS = {
+    "hmac_key": "gsv_pipelines.lib.rotators.keys:HmacKeyRotator",
+    "api_key": "gsv_pipelines.lib.rotators.keys:ApiKeyRotator",
+    "postgres_password": "gsv_pipelines.lib.rotators.postgres:PostgresPasswordRotator",
+    "vault_database_static_role": "gsv_pipelines.lib.rotators.vault_database:StaticRoleRotator",
+    "transit_key": "gsv_pipelines.lib.rotators.transit:TransitKeyRotator",
+}
 
-    return {"hmac_key": HmacKeyRotator, "api_key": ApiKeyRotator}
+
+def rotator(kind: str) -> Rotator:
+    module, _, name = ROTATORS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)()
 
 
 def grace_over(data: dict[str, Any], now: datetime, key: str = "previous_until") -> bool:
@@ -128,7 +136,7 @@ def rotate(
     journal = journal if journal is not None else Journal()
     ctx = Context(client, secret, now or datetime.now(UTC), journal, force)
     try:
-        outcome = rotators()[secret.kind]().run(ctx)
+        outcome = rotator(secret.kind).run(ctx)
     except (vault_kv.KvError, RotationError):
         raise
     except Exception as exc:
