@@ -13,6 +13,10 @@ def _secret(settings: Settings, name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if name in settings.secrets_set else None
 
 
+def _text(path) -> str | None:
+    return str(path) if path else None
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
     settings = load_settings()
@@ -35,7 +39,8 @@ def resources() -> dg.Definitions:
                 url=_secret(settings, "GSV_PLATFORM_DB_URL") or settings.platform_db_url
             ),
             "policies": PoliciesResource(
-                backup_policy_path=str(settings.backup_policy) if settings.backup_policy else None
+                backup_policy_path=_text(settings.backup_policy),
+                rotation_policy_path=_text(settings.rotation_policy),
             ),
         }
     )

@@ -89,7 +89,7 @@ class Context:
         return (self.now + timedelta(hours=self.secret.grace_hours)).isoformat()
 
     def is_due(self, current: vault_kv.KvSecret) -> bool:
-        return self.force or current.age_days(self.now) >= self.secret.max_age_days
+        return self.force or age_days(current, self.now) >= self.secret.max_age_days
 
 
 class Rotator(Protocol):
@@ -109,6 +109,56 @@ ROTATORS = {
 def rotator(kind: str) -> Rotator:
     module, _, name = ROTATORS[kind].partition(":")
     return getattr(importlib.import_module(module), name)()
+
+
+def rotated_at(current: vault_kv.KvSecret) -> datetime:
+    """When the value was last rotated: `rotated_at` in its data, else when it was written.
+
+    Not the version's time: retiring a previous value writes a version without rotating.
+    """
+    stamp = current.data.get("rotated_at")
+    return datetime.fromisoformat(stamp) if stamp else current.created_time
+
+
+def age_days(current: vault_kv.KvSecret, now: datetime) -> float:
+    return (now - rotated_at(current)).total_seconds() / 86400
+
+
+# Data fields where a rotation leaves the end of its grace period (keys, A/B roles; transit).
+PENDING_FIELDS = ("previous_until", "raise_min_decryption_after")
+
+
+@dataclass(frozen=True)
+class SecretStatus:
+    name: str
+    kind: str
+    version: int
+    rotated_at: datetime
+    age_days: float
+    due_at: datetime
+    overdue: bool
+    grace_ends_at: datetime | None  # a previous value still valid until then
+
+    def needs_run(self, now: datetime) -> bool:
+        return self.overdue or (self.grace_ends_at is not None and self.grace_ends_at <= now)
+
+
+def status(client: hvac.Client, secret: SecretPolicy, now: datetime) -> SecretStatus:
+    """Where a secret stands, from its KV metadata and data (nothing is changed)."""
+    current = vault_kv.read(client, secret.mount, secret.path)
+    when = rotated_at(current)
+    due = when + timedelta(days=secret.max_age_days)
+    pending = next((current.data[f] for f in PENDING_FIELDS if current.data.get(f)), None)
+    return SecretStatus(
+        name=secret.name,
+        kind=secret.kind,
+        version=current.version,
+        rotated_at=when,
+        age_days=round(age_days(current, now), 3),
+        due_at=due,
+        overdue=now >= due,
+        grace_ends_at=datetime.fromisoformat(pending) if pending else None,
+    )
 
 
 def grace_over(data: dict[str, Any], now: datetime, key: str = "previous_until") -> bool:

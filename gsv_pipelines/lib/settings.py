@@ -51,6 +51,7 @@ class Settings:
     registries_file: Path | None
     ui_url: str
     backup_policy: Path | None
+    rotation_policy: Path | None
     vault_k8s_role: str | None
     # Names (never values) of the credential variables that are set, so resources bind only those.
     secrets_set: frozenset[str]
@@ -93,6 +94,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         registries_file=_path(get("GSV_REGISTRIES")),
         ui_url=(get("GSV_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
         backup_policy=_path(get("GSV_BACKUP_POLICY")),
+        rotation_policy=_path(get("GSV_ROTATION_POLICY")),
         vault_k8s_role=get("VAULT_K8S_ROLE"),
         secrets_set=frozenset(name for name in SECRET_VARIABLES if get(name)),
     )

@@ -4,6 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from gsv_pipelines.lib.backup_policy import BackupPolicy, load_backup_policy
+from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
 
 
 class PoliciesResource(dg.ConfigurableResource):
@@ -11,5 +12,12 @@ class PoliciesResource(dg.ConfigurableResource):
         default=None, description="GSV_BACKUP_POLICY; unset: gsv_pipelines/policies/backups.yaml"
     )
 
+    rotation_policy_path: str | None = Field(
+        default=None, description="GSV_ROTATION_POLICY; unset: gsv_pipelines/policies/rotation.yaml"
+    )
+
     def backups(self) -> BackupPolicy:
         return load_backup_policy(self.backup_policy_path)
+
+    def rotation(self) -> RotationPolicy:
+        return load_rotation_policy(self.rotation_policy_path)

@@ -31,6 +31,8 @@ class Postgres:
     port: int
     root: Path
     bindir: Path
+    # The superuser's password, when host connections check passwords (auth other than trust).
+    password: str | None = None
 
     @property
     def dsn(self) -> str:
@@ -40,7 +42,9 @@ class Postgres:
         return f"postgresql+psycopg2://{USER}@127.0.0.1:{self.port}/{dbname}"
 
     def connect(self, dbname: str = "postgres"):
-        return psycopg2.connect(host="127.0.0.1", port=self.port, user=USER, dbname=dbname)
+        return psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=USER, dbname=dbname, password=self.password
+        )
 
     def stop(self) -> None:
         _as_owner([self.bindir / "pg_ctl", "-D", self.root / "data", "-m", "fast", "-w", "stop"])
@@ -58,19 +62,35 @@ def _as_owner(argv: list) -> subprocess.CompletedProcess:
     return result
 
 
-def start_postgres() -> Postgres:
+def start_postgres(auth: str = "trust", superuser_password: str | None = None) -> Postgres:
+    """A cluster whose TCP connections use `auth` (e.g. "scram-sha-256": passwords are checked;
+    the superuser then needs `superuser_password`). Unix-socket connections stay trusted."""
+    if auth != "trust" and not superuser_password:
+        raise ValueError(f"auth={auth!r} needs a superuser_password")
     bindir = pg_bindir()
     # Not under pytest's tmp dirs: those are root-only, and the server runs as `postgres`.
     root = Path(tempfile.mkdtemp(prefix="gsv-pg-"))
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
+    owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+    if owner:
         os.chown(root, owner.pw_uid, owner.pw_gid)
     port = free_port()
     data = root / "data"
-    _as_owner([bindir / "initdb", "-D", data, "-U", USER, "--auth=trust", "-E", "UTF8"])
+    initdb = [bindir / "initdb", "-D", data, "-U", USER, "-E", "UTF8"]
+    if auth == "trust":
+        _as_owner([*initdb, "--auth=trust"])
+    else:
+        pwfile = root / "superuser-password"
+        pwfile.write_text(superuser_password + "\n")
+        pwfile.chmod(0o600)
+        if owner:
+            os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        try:
+            _as_owner([*initdb, "--auth-local=trust", f"--auth-host={auth}", f"--pwfile={pwfile}"])
+        finally:
+            pwfile.unlink()
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
     _as_owner([bindir / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-o", options, "start"])
-    server = Postgres(port=port, root=root, bindir=bindir)
+    server = Postgres(port=port, root=root, bindir=bindir, password=superuser_password)
     with server.connect() as conn, conn.cursor() as cur:
         cur.execute("select 1")
     return server

@@ -13,6 +13,7 @@ from gsv_pipelines.lib.rotation import (
     Context,
     Outcome,
     RotationError,
+    age_days,
     grace_over,
     rollback_kv,
 )
@@ -32,7 +33,7 @@ class KeyRotator:
         field = secret.settings.get("field", "key")
         current = vault_kv.read(ctx.client, secret.mount, secret.path)
         journal.record(
-            "read", version=current.version, age_days=round(current.age_days(ctx.now), 3)
+            "read", version=current.version, age_days=round(age_days(current, ctx.now), 3)
         )
         if field not in current.data:
             raise RotationError(f"{secret.mount}/{secret.path} has no field {field!r} to rotate")
@@ -64,7 +65,7 @@ class KeyRotator:
 
         if not ctx.is_due(current):
             outcome.reason = (
-                f"{current.age_days(ctx.now):.1f} days old, rotated after {secret.max_age_days:g}"
+                f"{age_days(current, ctx.now):.1f} days old, rotated after {secret.max_age_days:g}"
             )
             return outcome
 

@@ -1,0 +1,201 @@
+"""The `rotation` group: an inventory of the platform's secrets and their verified rotation."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from gsv_pipelines.lib import rotation, vault_kv
+from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
+from gsv_pipelines.lib.settings import load_settings
+from gsv_pipelines.resources.policies import PoliciesResource
+from gsv_pipelines.resources.vault import VaultResource
+
+OWNERS = ["team:platform"]
+SECRET_AGE_WITHIN_POLICY = "secret_age_within_policy"
+INVENTORY = dg.AssetKey(["rotation", "secret_inventory"])
+
+
+class RotationConfig(dg.Config):
+    """`force: true` rotates now, whatever the secret's age (the manual "rotate now" path)."""
+
+    force: bool = False
+
+
+def _statuses(vault: VaultResource, policy: RotationPolicy, now: datetime):
+    """Each secret's status; a secret that cannot be read (missing, forbidden) gets its error."""
+    client = vault.client()
+    statuses, errors = [], {}
+    for secret in policy.secrets:
+        try:
+            statuses.append(rotation.status(client, secret, now))
+        except vault_kv.SecretMissing as exc:
+            errors[secret.name] = str(exc)
+    return statuses, errors
+
+
+def _md(rows, errors: dict[str, str]) -> str:
+    lines = [
+        "| secret | kind | version | age (days) | due | overdue | previous valid until |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        grace = r.grace_ends_at.isoformat(timespec="minutes") if r.grace_ends_at else ""
+        lines.append(
+            f"| {r.name} | {r.kind} | {r.version} | {r.age_days:.2f} | "
+            f"{r.due_at.date().isoformat()} | {'yes' if r.overdue else 'no'} | {grace} |"
+        )
+    lines += [f"| {name} | | | | | unreadable: {error} | |" for name, error in errors.items()]
+    return "\n".join(lines)
+
+
+def build_rotation_defs(policy: RotationPolicy) -> dg.Definitions:
+    """The group's definitions for the secrets `policy` lists (one partition per secret)."""
+    secrets = dg.StaticPartitionsDefinition(policy.names)
+
+    @dg.asset(
+        key=INVENTORY,
+        group_name="rotation",
+        owners=OWNERS,
+        kinds={"vault"},
+        tags={"gsv/domain": "rotation"},
+    )
+    def secret_inventory(vault: VaultResource, policies: PoliciesResource) -> dg.MaterializeResult:
+        """Every secret of the rotation policy: its current version, age (from KV metadata),
+        due date and overdue flag, and whether a previous value is still in its grace period.
+        Never a value."""
+        rows, errors = _statuses(vault, policies.rotation(), datetime.now(UTC))
+        return dg.MaterializeResult(
+            metadata={
+                "secrets": dg.MetadataValue.int(len(rows) + len(errors)),
+                "unreadable": dg.MetadataValue.int(len(errors)),
+                "overdue": dg.MetadataValue.int(sum(r.overdue for r in rows)),
+                "in_grace": dg.MetadataValue.int(sum(r.grace_ends_at is not None for r in rows)),
+                "oldest_age_days": dg.MetadataValue.float(
+                    max((r.age_days for r in rows), default=0)
+                ),
+                "inventory": dg.MetadataValue.md(_md(rows, errors)),
+                "versions": dg.MetadataValue.json({r.name: r.version for r in rows}),
+                "age_days": dg.MetadataValue.json({r.name: r.age_days for r in rows}),
+            }
+        )
+
+    @dg.asset_check(
+        asset=secret_inventory,
+        name=SECRET_AGE_WITHIN_POLICY,
+        description="No secret is older than the max_age_days of the rotation policy.",
+    )
+    def secret_age_within_policy(
+        vault: VaultResource, policies: PoliciesResource
+    ) -> dg.AssetCheckResult:
+        rows, errors = _statuses(vault, policies.rotation(), datetime.now(UTC))
+        overdue = [r for r in rows if r.overdue]
+        problems = [
+            f"{r.name}: {r.age_days:.1f} days old, due {r.due_at.date().isoformat()}"
+            for r in overdue
+        ] + [f"{name}: {error}" for name, error in errors.items()]
+        return dg.AssetCheckResult(
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(problems) or f"all {len(rows)} secrets within policy",
+            metadata={
+                "overdue": dg.MetadataValue.int(len(overdue)),
+                "overdue_secrets": ", ".join(r.name for r in overdue) or "none",
+            },
+        )
+
+    @dg.asset(
+        key=["rotation", "rotated_secret"],
+        group_name="rotation",
+        partitions_def=secrets,
+        deps=[secret_inventory],
+        owners=OWNERS,
+        kinds={"vault"},
+        tags={"gsv/domain": "rotation"},
+        # One rotation at a time (dagster.yaml: pools.default_limit 1): a secret's rotations
+        # never overlap, and CAS refuses any other writer.
+        pool="secret_rotation",
+    )
+    def rotated_secret(
+        context: dg.AssetExecutionContext,
+        config: RotationConfig,
+        vault: VaultResource,
+        policies: PoliciesResource,
+    ) -> dg.MaterializeResult:
+        """One secret run through its kind's state machine: retired past its grace period,
+        rotated when due (or forced) and verified end to end, or left alone. Every step is in
+        the metadata (never a value); a failure after a change is rolled back and fails the run.
+        """
+        secret = policies.rotation().get(context.partition_key)
+        outcome = rotation.rotate(vault.client(), secret, force=config.force)
+        context.log.info(f"{secret.name}: {outcome.action} ({outcome.reason})")
+        steps = "\n".join(
+            f"| {s.name} | {s.at} | {', '.join(f'{k}={v}' for k, v in s.facts.items())} |"
+            for s in outcome.steps
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "action": outcome.action,
+                "reason": outcome.reason,
+                "kind": secret.kind,
+                "version_before": dg.MetadataValue.int(outcome.version_before or 0),
+                "version_after": dg.MetadataValue.int(
+                    outcome.version_after or outcome.version_before or 0
+                ),
+                "steps": dg.MetadataValue.md("| step | at | facts |\n|---|---|---|\n" + steps),
+            }
+        )
+
+    rotation_job = dg.define_asset_job(
+        "rotation_job",
+        selection=dg.AssetSelection.assets(rotated_secret),
+        description="Rotate (or retire, or leave alone) one secret; config force=true rotates now.",
+    )
+    inventory_job = dg.define_asset_job(
+        "secret_inventory_job",
+        selection=dg.AssetSelection.assets(secret_inventory),
+        description="Refresh the inventory of secrets and check their ages.",
+    )
+    status = (
+        dg.DefaultScheduleStatus.RUNNING
+        if load_settings().is_prod
+        else dg.DefaultScheduleStatus.STOPPED
+    )
+
+    @dg.schedule(
+        job=rotation_job,
+        cron_schedule="0 3 * * *",
+        execution_timezone="UTC",
+        default_status=status,
+        description="Daily: a run for each secret that is due, or whose grace period is over.",
+    )
+    def rotation_schedule(context: dg.ScheduleEvaluationContext, vault: VaultResource):
+        now = context.scheduled_execution_time or datetime.now(UTC)
+        statuses, errors = _statuses(vault, policy, now)
+        # An unreadable secret gets a run too: its failure then shows where people look.
+        names = [s.name for s in statuses if s.needs_run(now)] + list(errors)
+        day = now.strftime("%Y-%m-%d")
+        requests = [
+            dg.RunRequest(run_key=f"{name}:{day}", partition_key=name, tags={"gsv/secret": name})
+            for name in names
+        ]
+        return requests or dg.SkipReason("no secret is due or past its grace period")
+
+    inventory_schedule = dg.ScheduleDefinition(
+        name="secret_inventory_schedule",
+        job=inventory_job,
+        cron_schedule="30 * * * *",
+        execution_timezone="UTC",
+        default_status=status,
+        description="Hourly: the inventory and secret_age_within_policy stay current.",
+    )
+    return dg.Definitions(
+        assets=[secret_inventory, rotated_secret],
+        asset_checks=[secret_age_within_policy],
+        jobs=[rotation_job, inventory_job],
+        schedules=[rotation_schedule, inventory_schedule],
+    )
+
+
+@dg.definitions
+def rotation_defs() -> dg.Definitions:
+    return build_rotation_defs(load_rotation_policy(load_settings().rotation_policy))

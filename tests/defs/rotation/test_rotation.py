@@ -1,0 +1,143 @@
+"""The rotation group in Dagster against a real OpenBao: inventory, check, rotate now, schedule,
+and the leak search over everything the runs wrote."""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import hvac
+import pytest
+
+from gsv_pipelines.defs.rotation.assets import build_rotation_defs
+from gsv_pipelines.lib import vault_kv
+from gsv_pipelines.lib.rotation_policy import load_rotation_policy
+from gsv_pipelines.resources.policies import PoliciesResource
+from gsv_pipelines.resources.vault import VaultResource
+
+POLICY = """
+secrets:
+  - name: webhook-hmac
+    kind: hmac_key
+    path: {prefix}/webhooks/hmac
+    max_age_days: 30
+  - name: qdrant-api-key
+    kind: api_key
+    path: {prefix}/qdrant/api-key
+    field: api_key
+    prefix: qk_
+    max_age_days: 90
+"""
+
+
+@pytest.fixture
+def setup(openbao, tmp_path, request):
+    prefix = f"t-{request.node.name[:20]}"
+    path = tmp_path / "rotation.yaml"
+    path.write_text(POLICY.format(prefix=prefix))
+    client = hvac.Client(url=openbao.addr, token=openbao.token)
+    vault_kv.write(client, "secret", f"{prefix}/webhooks/hmac", {"key": "seed-hmac-1"}, cas=0)
+    # Rotated 100 days ago: overdue for both policies.
+    old = (datetime.now(UTC) - timedelta(days=100)).isoformat()
+    vault_kv.write(
+        client,
+        "secret",
+        f"{prefix}/qdrant/api-key",
+        {"api_key": "seed-api-1", "rotated_at": old},
+        cas=0,
+    )
+    resources = {
+        "vault": VaultResource(addr=openbao.addr, token=openbao.token),
+        "policies": PoliciesResource(rotation_policy_path=str(path)),
+    }
+    defs = dg.Definitions.merge(
+        build_rotation_defs(load_rotation_policy(path)), dg.Definitions(resources=resources)
+    )
+    return {"defs": defs, "resources": resources, "client": client, "prefix": prefix}
+
+
+def _values(client, prefix) -> set[str]:
+    """Every value any version of the test's secrets ever held."""
+    values = set()
+    for path in (f"{prefix}/webhooks/hmac", f"{prefix}/qdrant/api-key"):
+        latest = vault_kv.read(client, "secret", path).version
+        for version in range(1, latest + 1):
+            data = vault_kv.read(client, "secret", path, version=version).data
+            values |= {
+                v
+                for k, v in data.items()
+                if k in ("key", "api_key", "previous_key", "previous_api_key")
+            }
+    return values
+
+
+def test_inventory_check_rotate_now_and_no_value_leaks(setup, capfd):
+    defs, client = setup["defs"], setup["client"]
+    inventory = defs.resolve_job_def("secret_inventory_job")
+    rotation = defs.resolve_job_def("rotation_job")
+    with dg.instance_for_test() as instance:
+        first = inventory.execute_in_process(instance=instance)
+        [evaluation] = first.get_asset_check_evaluations()
+        assert evaluation.passed is False
+        assert evaluation.description.startswith("qdrant-api-key: 100.0 days old")
+        metadata = first.asset_materializations_for_node("rotation__secret_inventory")[0].metadata
+        assert metadata["overdue"].value == 1 and metadata["secrets"].value == 2
+
+        # The due secret rotates without force; the fresh one is left alone unless forced.
+        runs = []
+        for name, force in [
+            ("qdrant-api-key", False),
+            ("webhook-hmac", False),
+            ("webhook-hmac", True),
+        ]:
+            result = rotation.execute_in_process(
+                partition_key=name,
+                instance=instance,
+                run_config={"ops": {"rotation__rotated_secret": {"config": {"force": force}}}},
+            )
+            runs.append(result)
+        actions = [
+            r.asset_materializations_for_node("rotation__rotated_secret")[0]
+            .metadata["action"]
+            .value
+            for r in runs
+        ]
+        assert actions == ["rotated", "nothing due", "rotated"]
+
+        after = inventory.execute_in_process(instance=instance)
+        [evaluation] = after.get_asset_check_evaluations()
+        assert evaluation.passed is True
+        versions = (
+            after.asset_materializations_for_node("rotation__secret_inventory")[0]
+            .metadata["versions"]
+            .value
+        )
+        assert versions == {"webhook-hmac": 2, "qdrant-api-key": 2}
+
+        api = vault_kv.read(client, "secret", f"{setup['prefix']}/qdrant/api-key").data
+        assert api["api_key"].startswith("qk_") and api["previous_api_key"] == "seed-api-1"
+
+        # The leak search: no value, old or new, in any event of any run, or on stdout/stderr.
+        values = _values(client, setup["prefix"])
+        assert len(values) == 4
+        written = "".join(
+            str(event) for run in [first, *runs, after] for event in instance.all_logs(run.run_id)
+        )
+        captured = capfd.readouterr()
+        for value in values:
+            assert value not in written
+            assert value not in captured.out + captured.err
+
+
+def test_the_schedule_asks_for_what_is_due(setup):
+    defs, resources = setup["defs"], setup["resources"]
+    schedule = defs.resolve_schedule_def("rotation_schedule")
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance,
+            resources={"vault": resources["vault"]},
+            scheduled_execution_time=datetime.now(UTC),
+            repository_def=defs.get_repository_def(),
+        )
+        requests = schedule.evaluate_tick(context).run_requests
+    assert [(r.partition_key, r.tags["gsv/secret"]) for r in requests] == [
+        ("qdrant-api-key", "qdrant-api-key")
+    ]
