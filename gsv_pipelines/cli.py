@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 
 from gsv_pipelines.lib import demo_data
+from gsv_pipelines.lib.leaks import leak_search
 from gsv_pipelines.lib.openbao import start_raft_server
 from gsv_pipelines.lib.processes import ManagedProcess, free_port
 from gsv_pipelines.lib.settings import Settings, load_settings
@@ -27,6 +28,7 @@ from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.vault import VaultResource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEMO_ROTATION_POLICY = Path(__file__).resolve().parent / "policies" / "rotation-demo.yaml"
 
 
 def _say(message: str) -> None:
@@ -53,6 +55,10 @@ def local_services(settings: Settings) -> Iterator[dict]:
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     services: dict = {"data_dir": str(settings.data_dir)}
+    if not settings.rotation_policy:
+        # The shipped policy's PostgreSQL A/B password needs a server the demo does not have.
+        os.environ["GSV_ROTATION_POLICY"] = str(DEMO_ROTATION_POLICY)
+        services["rotation_policy"] = str(DEMO_ROTATION_POLICY)
     bao = None
     if "VAULT_TOKEN" not in settings.secrets_set:
         bao = start_raft_server(settings.data_dir / "openbao")
@@ -108,7 +114,21 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
 
 
 # Metadata shown in the summary table (all figures go to the JSON summary).
-TABLE_METADATA = ("method", "points", "rows", "bytes", "duration_seconds")
+TABLE_METADATA = (
+    "method",
+    "points",
+    "rows",
+    "bytes",
+    "duration_seconds",
+    "secrets",
+    "overdue",
+    "oldest_age_days",
+    "action",
+    "version_before",
+    "version_after",
+)
+# The demo rotates every demo secret now (the "rotate now" path), not only those due.
+DEMO_CONFIG = {("rotation", "rotated_secret"): {"force": True}}
 
 
 def demo(settings: Settings, scale: float = 1.0) -> int:
@@ -125,7 +145,12 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
         defs = load_defs()
         with dg.DagsterInstance.get() as instance:
             partitions = sync_partitions(defs, instance)
-            outcome = materialize_all(defs, instance)
+            config = {dg.AssetKey(list(k)): v for k, v in DEMO_CONFIG.items()}
+            outcome = materialize_all(defs, instance, config)
+        values = demo_data.vault_values(
+            VaultResource(addr=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"]).client()
+        )
+        leaks = leak_search(home, values)
     summary = {
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -133,6 +158,7 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
         "services": services,
         "seed": seeded,
         "partitions": partitions,
+        "leak_search": {"values": len(values), "found": leaks},
         **outcome,
     }
     path = settings.data_dir / "demo_summary.json"
@@ -162,10 +188,16 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
     else:
         print("No assets are defined yet: the demo materializes whatever the code location holds.")
     print()
+    _say(
+        f"leak search: {len(values)} secret values (every version in Vault) searched for in "
+        f"everything under {home}: {len(leaks)} found"
+    )
+    for leak in leaks:
+        _say(f"  LEAK {leak}")
     _say(f"summary written to {path}")
     _say("open the UI with `make dev` (dagster dev on http://127.0.0.1:3000)")
     checks_ok = all(all(a["checks"].values()) for a in outcome["assets"])
-    return 0 if outcome["success"] and checks_ok else 1
+    return 0 if outcome["success"] and checks_ok and not leaks else 1
 
 
 def dev(settings: Settings, host: str, port: int, scale: float = 1.0) -> int:

@@ -75,11 +75,20 @@ def partition_keys(
     return list(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
 
 
-def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, Any]:
-    """One run per partition key of every executable asset group; the outcome per asset."""
+def materialize_all(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    config: dict[dg.AssetKey, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One run per partition key of every executable asset group; the outcome per asset.
+
+    Groups of assets that share a partitioning run upstream first; `config` is run config for
+    the assets that take some.
+    """
     graph = defs.resolve_asset_graph()
+    executable = graph.executable_asset_keys
     groups: list[tuple[dg.PartitionsDefinition | None, list[dg.AssetKey]]] = []
-    for key in sorted(graph.executable_asset_keys, key=lambda k: k.to_user_string()):
+    for key in [k for k in graph.toposorted_asset_keys if k in executable]:
         partitions_def = graph.get(key).partitions_def
         for group_def, keys in groups:
             if group_def == partitions_def:
@@ -91,13 +100,19 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[
     rows, runs, success = [], [], True
     for partitions_def, keys in groups:
         job = defs.resolve_implicit_job_def_def_for_assets(keys)
+        ops = {
+            "__".join(key.path): {"config": (config or {})[key]}
+            for key in keys
+            if key in (config or {})
+        }
+        run_config = {**QUIET, "ops": ops} if ops else QUIET
         for partition in partition_keys(partitions_def, instance):
             result = job.execute_in_process(
                 instance=instance,
                 partition_key=partition,
                 asset_selection=keys,
                 raise_on_error=False,
-                run_config=QUIET,
+                run_config=run_config,
             )
             runs.append(result.run_id)
             success = success and result.success

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import requests
 
@@ -32,15 +33,26 @@ def test_demo_runs_on_embedded_defaults_and_stops_what_it_started(tmp_path):
     assert summary["dagster_home"] == str(tmp_path / "data" / "dagster")
     assert summary["success"] is True
     assert summary["seed"]["platform_db"]["tenants"] == 6
-    backed_up = {(a["asset"], a["partition"].split("|")[0]) for a in summary["assets"]}
+    backed_up = {(a["asset"], (a["partition"] or "").split("|")[0]) for a in summary["assets"]}
     assert {name for asset, name in backed_up if asset == "backups/qdrant_backup"} == set(
         DEMO_COLLECTIONS
     )
-    assert ("backups/platform_db_backup", summary["assets"][0]["partition"]) in backed_up
+    assert ("backups/platform_db_backup", datetime.now(UTC).strftime("%Y-%m-%d")) in backed_up
     for row in summary["assets"]:
         assert row["status"] == "materialized"
-        assert row["checks"] == {"backup_verified": True, "backup_fresh": True}
+        if row["asset"].startswith("backups/"):
+            assert row["checks"] == {"backup_verified": True, "backup_fresh": True}
     assert any(a["asset"] == "backups/vault_snapshot" for a in summary["assets"])
+    rotations = [a for a in summary["assets"] if a["asset"] == "rotation/rotated_secret"]
+    assert {a["partition"] for a in rotations} == {
+        "webhook-hmac",
+        "api-signing",
+        "qdrant-api-key",
+        "keycloak-client",
+    }
+    assert all(a["metadata"]["action"] == "rotated" for a in rotations)
+    # 5 seeded values, and a new one for each of the 4 rotated: none in anything the runs wrote.
+    assert summary["leak_search"] == {"values": 9, "found": []}
     assert "summary written to" in result.stdout and "make dev" in result.stdout
     vault_port = int(summary["services"]["vault"]["address"].rsplit(":", 1)[1])
     assert not port_open(vault_port), "the OpenBao dev server outlived the demo"

@@ -9,9 +9,14 @@ TARGETS = dg.DynamicPartitionsDefinition(name="targets")
 
 
 def test_materialize_all_reports_each_asset_partition_and_check():
+    class Points(dg.Config):
+        points: int = 3
+
     @dg.asset(key=["backups", "counted"], group_name="backups")
-    def counted() -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata={"points": 3, "path": dg.MetadataValue.path("/x")})
+    def counted(config: Points) -> dg.MaterializeResult:
+        return dg.MaterializeResult(
+            metadata={"points": config.points, "path": dg.MetadataValue.path("/x")}
+        )
 
     @dg.asset(key=["backups", "broken"], group_name="backups", deps=[counted])
     def broken() -> None:
@@ -34,7 +39,7 @@ def test_materialize_all_reports_each_asset_partition_and_check():
     defs = dg.Definitions(assets=[counted, broken, per_target], asset_checks=[looks_right])
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("targets", ["b", "a"])
-        outcome = materialize_all(defs, instance)
+        outcome = materialize_all(defs, instance, config={counted.key: {"points": 5}})
     today = DAILY.get_last_partition_key()
     assert outcome["success"] is False
     rows = [
@@ -42,8 +47,9 @@ def test_materialize_all_reports_each_asset_partition_and_check():
         for r in outcome["assets"]
     ]
     assert rows == [
+        # upstream first, and the given config applied
+        ("backups/counted", None, "materialized", {}, {"points": 5, "path": "/x"}),
         ("backups/broken", None, "failed", {}, {}),
-        ("backups/counted", None, "materialized", {}, {"points": 3, "path": "/x"}),
         (
             "backups/per_target",
             f"{today}|a",

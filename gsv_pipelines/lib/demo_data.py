@@ -77,6 +77,29 @@ def seed_qdrant(client: QdrantClient, seed: int = 7, scale: float = 1.0) -> dict
     return counts
 
 
+# Fields of the demo secrets that are not secret: names and bookkeeping.
+NOT_SECRET = {"username", "client_id", "previous_until", "rotated_at"}
+
+
+def vault_values(client: hvac.Client) -> set[str]:
+    """Every string value of every version of the demo secrets (for the leak search)."""
+    kv = client.secrets.kv.v2
+    values = set()
+    for path in DEMO_SECRETS:
+        try:
+            latest = kv.read_secret_metadata(path=path, mount_point=KV_MOUNT)["data"]
+        except hvac.exceptions.InvalidPath:
+            continue
+        for version in range(1, latest["current_version"] + 1):
+            data = kv.read_secret_version(path=path, version=version, mount_point=KV_MOUNT)
+            values |= {
+                v
+                for k, v in data["data"]["data"].items()
+                if isinstance(v, str) and k not in NOT_SECRET
+            }
+    return values
+
+
 def seed_vault(client: hvac.Client) -> dict[str, str]:
     """Write each demo secret that does not exist yet; return path -> 'created' | 'kept'."""
     kv = client.secrets.kv.v2

@@ -1,6 +1,8 @@
 """The A/B rotation of a PostgreSQL password, against real OpenBao and a real PostgreSQL cluster
 that checks passwords (scram-sha-256 on TCP: the session's `postgres` fixture trusts everyone)."""
 
+import contextlib
+import dataclasses
 import os
 import secrets
 import threading
@@ -120,7 +122,9 @@ def _assert_nothing_leaks(client, path: str, journals: list[Journal], texts: lis
     """No password read, generated or ever stored at `path` is in a journal step or a message."""
     values = set().union(*(j.secrets for j in journals)) | {ADMIN_PASSWORD}
     for version in range(1, vault_kv.read(client, "secret", path).version + 1):
-        values.add(vault_kv.read(client, "secret", path, version=version).data["password"])
+        # Versions beyond the mount's max_versions are gone; the journals hold their passwords.
+        with contextlib.suppress(vault_kv.SecretMissing):
+            values.add(vault_kv.read(client, "secret", path, version=version).data["password"])
     written = [str(j.steps) for j in journals] + texts
     assert not [v for v in values if any(v in text for text in written)]
 
@@ -211,7 +215,8 @@ def test_logins_never_fail_while_rotating_and_retiring(pg, client, openbao):
     thread.join()
 
     assert (len(attempts), failures) == (200, [])
-    assert cycles >= 3
+    assert cycles >= 3, cycles
+    print(f"{cycles} rotations and retirements during 200 logins")
     _assert_nothing_leaks(client, seeded.path, journals, failures)
 
 
@@ -300,12 +305,8 @@ def test_bad_admin_credentials_and_an_unreachable_server_are_named(pg, client):
 
 def test_a_missing_role_is_named(pg, client):
     seeded = _seed(pg, client, "missing")
-    policy = SecretPolicy(
-        **{
-            **seeded.policy.__dict__,
-            "settings": {"roles": [seeded.a, "nobody_b"], "admin_path": ADMIN_PATH},
-        }
-    )
+    settings = {"roles": [seeded.a, "nobody_b"], "admin_path": ADMIN_PATH}
+    policy = dataclasses.replace(seeded.policy, settings=settings)
     with pytest.raises(RotationError, match="role\\(s\\) 'nobody_b' do not exist in PostgreSQL"):
         rotate(client, policy, force=True)
     assert vault_kv.read(client, "secret", seeded.path).version == 1

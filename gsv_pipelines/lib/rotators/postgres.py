@@ -148,6 +148,8 @@ class PostgresPasswordRotator:
         if previous:
             if previous not in roles or previous == active:
                 raise RotationError(f"{where}: previous_role {previous!r} is not the other role")
+            if not data.get("previous_until"):
+                raise RotationError(f"{where}: previous_role {previous!r} has no previous_until")
             if not grace_over(data, ctx.now):
                 outcome.action = "deferred"
                 outcome.reason = f"{previous} valid until {data.get('previous_until')}"
