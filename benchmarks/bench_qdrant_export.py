@@ -8,9 +8,18 @@ export's own memory flat from 50k to 200k points.
 
 "Own memory" is the peak RSS during the export minus the RSS once the collection is open: embedded
 Qdrant holds the whole collection in RAM itself, which is not the export's doing. Each measurement
-runs in a fresh process, which opens the collection, returns freed heap to the OS (malloc_trim),
-reads VmRSS, resets the kernel's peak-RSS mark (VmHWM, via /proc/self/clear_refs: opening a
-collection peaks far above what it keeps) and then times the export alone. Linux only.
+runs in a fresh process, which first runs the same export on a tiny in-memory collection (so lazy
+imports such as the pandas that pyarrow pulls in count in neither figure), opens the collection,
+returns freed heap to the OS (malloc_trim), reads VmRSS, resets the kernel's peak-RSS mark (VmHWM,
+via /proc/self/clear_refs: opening a collection peaks far above what it keeps) and then times the
+export alone. Linux only.
+
+The figure is what the export adds to an embedded-mode process, with Python's default allocator as
+in production. Opening a collection also frees about as much as it keeps (every vector passes
+through a Python list of floats), and Python keeps those freed small blocks for reuse, so small
+objects the export makes (the naive export's floats above all) partly cost no new memory: the
+figures are lower bounds of what each export allocates. PYTHONMALLOC=malloc avoids the reuse but
+measures glibc's fragmentation instead and slows both exports by 30-40%.
 
 The fixture collections are built once and reused: `<data_dir>/bench/qdrant-export-fixture/`
 (data_dir: GSV_DATA_DIR, default `.gsv` in the working directory), one embedded Qdrant storage
@@ -21,7 +30,6 @@ on its own, so it runs on tmpfs (/dev/shm) when there is room, then copies the f
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -239,8 +247,7 @@ def _sample(mode: str, path: Path, batch_size: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-qdrant-export-") as out_dir:
         argv = [sys.executable, "-c", CHILD, mode, str(path), COLLECTION, str(DIM), out_dir]
         argv.append(str(batch_size))
-        env = {**os.environ, "PYTHONMALLOC": "malloc"}
-        out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
+        out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"{mode} of {path} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -31,12 +31,12 @@ def sync_partitions(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[
     outcome = {}
     for name in PARTITION_SENSORS:
         sensor = defs.resolve_sensor_def(name)
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=instance,
             resources=defs.resources,
             repository_def=defs.get_repository_def(),
-        )
-        result = sensor(context)
+        ) as context:
+            result = sensor(context)
         if not isinstance(result, dg.SensorResult):
             outcome[name] = getattr(result, "skip_message", None) or "nothing to do"
             continue

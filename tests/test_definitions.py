@@ -41,7 +41,14 @@ def no_secrets(monkeypatch):
 
 def test_definitions_load_without_secrets(no_secrets):
     defs = load_defs()
-    assert set(defs.resources) == {"vault", "qdrant", "backup_store", "platform_db", "policies"}
+    assert set(defs.resources) == {
+        "vault",
+        "qdrant",
+        "backup_store",
+        "platform_db",
+        "policies",
+        "kubernetes",
+    }
     assert defs.resolve_sensor_def("automation_condition_sensor")
 
 

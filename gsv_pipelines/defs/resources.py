@@ -3,6 +3,7 @@
 import dagster as dg
 
 from gsv_pipelines.lib.settings import Settings, load_settings
+from gsv_pipelines.resources.kubernetes import KubernetesResource
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
@@ -38,6 +39,7 @@ def resources() -> dg.Definitions:
             "platform_db": DatabaseResource(
                 url=_secret(settings, "GSV_PLATFORM_DB_URL") or settings.platform_db_url
             ),
+            "kubernetes": KubernetesResource(),
             "policies": PoliciesResource(
                 backup_policy_path=_text(settings.backup_policy),
                 rotation_policy_path=_text(settings.rotation_policy),

@@ -14,6 +14,7 @@ paired with a refused sibling on the same mount, which shows the mount answers 4
 
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,28 +75,42 @@ def install_policy(root: hvac.Client) -> str:
     return created["auth"]["client_token"]
 
 
+def _said(response: requests.Response) -> str:
+    request = response.request
+    return f"{request.method} {request.url} -> {response.status_code} {response.text.strip()}"
+
+
 def assert_forbidden(response: requests.Response) -> None:
-    assert response.status_code == 403, (response.status_code, response.text)
-    assert "permission denied" in response.text
+    assert response.status_code == 403 and "permission denied" in response.text, _said(response)
 
 
 def assert_permitted(response: requests.Response, *statuses: int) -> None:
     """Past the ACL: the engine answered, with one of `statuses`."""
-    assert response.status_code != 403 and "permission denied" not in response.text, response.text
-    assert response.status_code in statuses, (response.status_code, response.text)
+    assert "permission denied" not in response.text, _said(response)
+    assert response.status_code in statuses, _said(response)
 
 
 @pytest.fixture(scope="module")
-def bao(openbao) -> Bao:
+def bao(openbao) -> Iterator[Bao]:
+    """The session's dev server with transit and database mounted; left as it was found."""
     root = hvac.Client(url=openbao.addr, token=openbao.token)
     mounted = root.sys.list_mounted_secrets_engines()["data"]
-    for engine in ("transit", "database"):
-        if f"{engine}/" not in mounted:
-            root.sys.enable_secrets_engine(engine, path=engine)
+    enabled = [engine for engine in ("transit", "database") if f"{engine}/" not in mounted]
+    for engine in enabled:
+        root.sys.enable_secrets_engine(engine, path=engine)
     run = uuid.uuid4().hex[:8]
     transit_key = f"gsv-policy-{run}"
     root.secrets.transit.create_key(transit_key)
-    return Bao(openbao.addr, root, install_policy(root), run, transit_key)
+    bao = Bao(openbao.addr, root, install_policy(root), run, transit_key)
+    yield bao
+    root.auth.token.revoke(bao.token)
+    for path in (f"gsv/policy-test/{run}/api-key", f"gsv/policy-test/{run}/kept", f"other-{run}"):
+        root.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point="secret")
+    if "transit" not in enabled:
+        root.secrets.transit.update_key_configuration(transit_key, deletion_allowed=True)
+        root.secrets.transit.delete_key(transit_key)
+    for engine in enabled:
+        root.sys.disable_secrets_engine(engine)
 
 
 def test_the_policy_has_exactly_the_expected_rules_and_the_token_only_it(bao):

@@ -7,6 +7,7 @@ import dagster as dg
 from gsv_pipelines.lib import rotation, vault_kv
 from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
 from gsv_pipelines.lib.settings import load_settings
+from gsv_pipelines.resources.kubernetes import KubernetesResource
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.vault import VaultResource
 
@@ -120,14 +121,33 @@ def build_rotation_defs(policy: RotationPolicy) -> dg.Definitions:
         config: RotationConfig,
         vault: VaultResource,
         policies: PoliciesResource,
+        kubernetes: KubernetesResource,
     ) -> dg.MaterializeResult:
         """One secret run through its kind's state machine: retired past its grace period,
         rotated when due (or forced) and verified end to end, or left alone. Every step is in
         the metadata (never a value); a failure after a change is rolled back and fails the run.
+        After a rotation, the secret's consumers are nudged: ExternalSecrets resynced, then
+        Deployments restarted.
         """
         secret = policies.rotation().get(context.partition_key)
         outcome = rotation.rotate(vault.client(), secret, force=config.force)
         context.log.info(f"{secret.name}: {outcome.action} ({outcome.reason})")
+        consumers = secret.consumers
+        if outcome.action == "rotated" and (consumers.external_secrets or consumers.deployments):
+            from gsv_pipelines.lib.consumers import notify_consumers
+
+            custom_api, apps_api = kubernetes.apis()
+            journal = rotation.Journal()
+            # The new value is in Vault either way; a consumer that was not reached fails the
+            # run loudly, so that someone resyncs it before the previous value is retired.
+            notify_consumers(
+                consumers,
+                custom_api=custom_api,
+                apps_api=apps_api,
+                now=datetime.now(UTC),
+                record=journal.record,
+            )
+            outcome.steps += journal.steps
         steps = "\n".join(
             f"| {s.name} | {s.at} | {', '.join(f'{k}={v}' for k, v in s.facts.items())} |"
             for s in outcome.steps

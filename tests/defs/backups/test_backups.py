@@ -170,10 +170,10 @@ def test_the_sensor_adds_new_collections_and_retires_vanished_ones(world):
     sensor = sensors().resolve_sensor_def("qdrant_collections_sensor")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_a", "retired_one"])
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=instance, resources={"qdrant": world["resources"]["qdrant"]}
-        )
-        result = sensor(context)
+        ) as context:
+            result = sensor(context)
         requests = result.dynamic_partitions_requests
         assert [(type(r).__name__, list(r.partition_keys)) for r in requests] == [
             ("AddDynamicPartitionsRequest", ["agent_memory_b"]),
@@ -186,12 +186,12 @@ def test_the_nightly_schedule_requests_one_run_per_collection():
     schedule = defs.resolve_schedule_def("qdrant_backup_schedule")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(COLLECTIONS.name, ["b", "a"])
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=datetime(2026, 11, 27, 2, tzinfo=UTC),
             repository_def=defs.get_repository_def(),
-        )
-        requests = schedule.evaluate_tick(context).run_requests
+        ) as context:
+            requests = schedule.evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == ["a|2026-11-27", "b|2026-11-27"]
 
 

@@ -10,8 +10,10 @@ import pytest
 from gsv_pipelines.defs.rotation.assets import build_rotation_defs
 from gsv_pipelines.lib import vault_kv
 from gsv_pipelines.lib.rotation_policy import load_rotation_policy
+from gsv_pipelines.resources.kubernetes import KubernetesResource
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.vault import VaultResource
+from tests.services.kube_fake import FakeAppsV1Api, FakeCustomObjectsApi
 
 POLICY = """
 secrets:
@@ -25,7 +27,22 @@ secrets:
     field: api_key
     prefix: qk_
     max_age_days: 90
+    consumers:
+      external_secrets: [qdrant/qdrant-api-key]
+      deployments: [qdrant/qdrant]
 """
+
+
+class FakeKubernetes(KubernetesResource):
+    """The Kubernetes resource over the fake API clients of tests/services/kube_fake.py."""
+
+    def apis(self):
+        return CUSTOM, APPS
+
+
+CALLS: list[tuple] = []
+CUSTOM = FakeCustomObjectsApi(log=CALLS)
+APPS = FakeAppsV1Api(log=CALLS)
 
 
 @pytest.fixture
@@ -47,6 +64,7 @@ def setup(openbao, tmp_path, request):
     resources = {
         "vault": VaultResource(addr=openbao.addr, token=openbao.token),
         "policies": PoliciesResource(rotation_policy_path=str(path)),
+        "kubernetes": FakeKubernetes(),
     }
     defs = dg.Definitions.merge(
         build_rotation_defs(load_rotation_policy(path)), dg.Definitions(resources=resources)
@@ -94,6 +112,11 @@ def test_inventory_check_rotate_now_and_no_value_leaks(setup, capfd):
                 run_config={"ops": {"rotation__rotated_secret": {"config": {"force": force}}}},
             )
             runs.append(result)
+        # Only the rotated secret with consumers nudged them: resync first, then restart.
+        assert [(c[0], c[3], c[5] if c[0] != "patch_deployment" else c[2]) for c in CALLS][:1] == [
+            ("patch_es", "qdrant", "qdrant-api-key")
+        ]
+        assert CALLS[-1][:3] == ("patch_deployment", "qdrant", "qdrant")
         actions = [
             r.asset_materializations_for_node("rotation__rotated_secret")[0]
             .metadata["action"]
@@ -130,13 +153,15 @@ def test_inventory_check_rotate_now_and_no_value_leaks(setup, capfd):
 def test_the_schedule_asks_for_what_is_due(setup):
     defs, resources = setup["defs"], setup["resources"]
     schedule = defs.resolve_schedule_def("rotation_schedule")
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
             instance=instance,
             resources={"vault": resources["vault"]},
             scheduled_execution_time=datetime.now(UTC),
             repository_def=defs.get_repository_def(),
-        )
+        ) as context,
+    ):
         requests = schedule.evaluate_tick(context).run_requests
     assert [(r.partition_key, r.tags["gsv/secret"]) for r in requests] == [
         ("qdrant-api-key", "qdrant-api-key")
