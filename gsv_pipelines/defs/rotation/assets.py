@@ -49,6 +49,61 @@ def _md(rows, errors: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _rotate_one(client, secret, force: bool, kubernetes: KubernetesResource) -> rotation.Outcome:
+    outcome = rotation.rotate(client, secret, force=force)
+    consumers = secret.consumers
+    if outcome.action == "rotated" and (consumers.external_secrets or consumers.deployments):
+        from gsv_pipelines.lib.consumers import notify_consumers
+
+        custom_api, apps_api = kubernetes.apis()
+        journal = rotation.Journal()
+        # The new value is in Vault either way; a consumer that was not reached fails the run
+        # loudly, so that someone resyncs it before the previous value is retired.
+        notify_consumers(
+            consumers,
+            custom_api=custom_api,
+            apps_api=apps_api,
+            now=datetime.now(UTC),
+            record=journal.record,
+        )
+        outcome.steps += journal.steps
+    return outcome
+
+
+def _outcome_metadata(outcomes: list[rotation.Outcome]) -> dict:
+    if len(outcomes) == 1:
+        [outcome] = outcomes
+        steps = "\n".join(
+            f"| {s.name} | {s.at} | {', '.join(f'{k}={v}' for k, v in s.facts.items())} |"
+            for s in outcome.steps
+        )
+        return {
+            "action": outcome.action,
+            "reason": outcome.reason,
+            "kind": outcome.kind,
+            "version_before": dg.MetadataValue.int(outcome.version_before or 0),
+            "version_after": dg.MetadataValue.int(
+                outcome.version_after or outcome.version_before or 0
+            ),
+            "steps": dg.MetadataValue.md("| step | at | facts |\n|---|---|---|\n" + steps),
+        }
+    actions = sorted({o.action for o in outcomes})
+    rows = "\n".join(
+        f"| {o.secret} | {o.action} | {o.version_before} | {o.version_after or ''} |"
+        for o in outcomes
+    )
+    return {
+        "secrets": dg.MetadataValue.int(len(outcomes)),
+        **{
+            a.replace(" ", "_"): dg.MetadataValue.int(sum(o.action == a for o in outcomes))
+            for a in actions
+        },
+        "outcomes": dg.MetadataValue.md(
+            "| secret | action | version before | after |\n|---|---|---|---|\n" + rows
+        ),
+    }
+
+
 def build_rotation_defs(policy: RotationPolicy) -> dg.Definitions:
     """The group's definitions for the secrets `policy` lists (one partition per secret)."""
     secrets = dg.StaticPartitionsDefinition(policy.names)
@@ -115,6 +170,7 @@ def build_rotation_defs(policy: RotationPolicy) -> dg.Definitions:
         # One rotation at a time (dagster.yaml: pools.default_limit 1): a secret's rotations
         # never overlap, and CAS refuses any other writer.
         pool="secret_rotation",
+        backfill_policy=dg.BackfillPolicy.single_run(),
     )
     def rotated_secret(
         context: dg.AssetExecutionContext,
@@ -127,43 +183,28 @@ def build_rotation_defs(policy: RotationPolicy) -> dg.Definitions:
         rotated when due (or forced) and verified end to end, or left alone. Every step is in
         the metadata (never a value); a failure after a change is rolled back and fails the run.
         After a rotation, the secret's consumers are nudged: ExternalSecrets resynced, then
-        Deployments restarted.
+        Deployments restarted. A backfill runs many secrets in one run, each on its own.
         """
-        secret = policies.rotation().get(context.partition_key)
-        outcome = rotation.rotate(vault.client(), secret, force=config.force)
-        context.log.info(f"{secret.name}: {outcome.action} ({outcome.reason})")
-        consumers = secret.consumers
-        if outcome.action == "rotated" and (consumers.external_secrets or consumers.deployments):
-            from gsv_pipelines.lib.consumers import notify_consumers
-
-            custom_api, apps_api = kubernetes.apis()
-            journal = rotation.Journal()
-            # The new value is in Vault either way; a consumer that was not reached fails the
-            # run loudly, so that someone resyncs it before the previous value is retired.
-            notify_consumers(
-                consumers,
-                custom_api=custom_api,
-                apps_api=apps_api,
-                now=datetime.now(UTC),
-                record=journal.record,
+        policy, client = policies.rotation(), vault.client()
+        outcomes, failures = [], []
+        # One secret per run from the schedule or "rotate now"; a backfill runs them all in one.
+        for name in context.partition_keys:
+            try:
+                outcome = _rotate_one(client, policy.get(name), config.force, kubernetes)
+            except Exception as exc:
+                # The rotator has rolled back; go on with the others, then fail the run.
+                failures.append(f"{name}: {exc}")
+                context.log.error(f"{name}: {exc}")
+                continue
+            context.log.info(f"{name}: {outcome.action} ({outcome.reason})")
+            outcomes.append(outcome)
+        if failures:
+            raise dg.Failure(
+                description=f"{len(failures)} of {len(context.partition_keys)} secrets failed: "
+                + "; ".join(failures),
+                metadata={"done": ", ".join(f"{o.secret}: {o.action}" for o in outcomes)},
             )
-            outcome.steps += journal.steps
-        steps = "\n".join(
-            f"| {s.name} | {s.at} | {', '.join(f'{k}={v}' for k, v in s.facts.items())} |"
-            for s in outcome.steps
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "action": outcome.action,
-                "reason": outcome.reason,
-                "kind": secret.kind,
-                "version_before": dg.MetadataValue.int(outcome.version_before or 0),
-                "version_after": dg.MetadataValue.int(
-                    outcome.version_after or outcome.version_before or 0
-                ),
-                "steps": dg.MetadataValue.md("| step | at | facts |\n|---|---|---|\n" + steps),
-            }
-        )
+        return dg.MaterializeResult(metadata=_outcome_metadata(outcomes))
 
     rotation_job = dg.define_asset_job(
         "rotation_job",

@@ -166,3 +166,42 @@ def test_the_schedule_asks_for_what_is_due(setup):
     assert [(r.partition_key, r.tags["gsv/secret"]) for r in requests] == [
         ("qdrant-api-key", "qdrant-api-key")
     ]
+
+
+def test_a_backfill_rotates_every_secret_in_one_run_and_names_failures(setup):
+    defs, client, prefix = setup["defs"], setup["client"], setup["prefix"]
+    rotation = defs.resolve_job_def("rotation_job")
+    force = {"ops": {"rotation__rotated_secret": {"config": {"force": True}}}}
+    with dg.instance_for_test() as instance:
+        result = rotation.execute_in_process(
+            instance=instance,
+            run_config=force,
+            tags={
+                "dagster/asset_partition_range_start": "webhook-hmac",
+                "dagster/asset_partition_range_end": "qdrant-api-key",
+            },
+        )
+        metadata = result.asset_materializations_for_node("rotation__rotated_secret")[0].metadata
+        assert (metadata["secrets"].value, metadata["rotated"].value) == (2, 2)
+        assert len(result.asset_materializations_for_node("rotation__rotated_secret")) == 2
+
+        # One secret gone from Vault: the other still rotates, and the run fails naming it.
+        client.secrets.kv.v2.delete_metadata_and_all_versions(
+            path=f"{prefix}/webhooks/hmac", mount_point="secret"
+        )
+        failed = rotation.execute_in_process(
+            instance=instance,
+            run_config=force,
+            raise_on_error=False,
+            tags={
+                "dagster/asset_partition_range_start": "webhook-hmac",
+                "dagster/asset_partition_range_end": "qdrant-api-key",
+            },
+        )
+    assert not failed.success
+    [failure] = [e for e in failed.all_events if e.is_step_failure]
+    data = failure.step_failure_data.user_failure_data
+    assert data.description.startswith("1 of 2 secrets failed: webhook-hmac: no secret at")
+    # The other secret ran: its previous key is still in its grace period, so it waits.
+    assert data.metadata["done"].value == "qdrant-api-key: deferred"
+    assert vault_kv.read(client, "secret", f"{prefix}/qdrant/api-key").version == 2
