@@ -17,7 +17,7 @@ def main(selected: list[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     names = sorted(p.stem for p in Path(__file__).parent.glob("bench_*.py"))
     names = [n for n in names if not selected or n.removeprefix("bench_") in selected]
-    rows = []
+    rows, notes = [], []
     for name in names:
         print(f"running {name} ...", flush=True)
         result = importlib.import_module(f"benchmarks.{name}").run()
@@ -32,10 +32,16 @@ def main(selected: list[str]) -> int:
                     ratio,
                 ]
             )
+        if "goal" in result:
+            notes.append(f"{result['name']}: goal {result['goal']}")
+        if "dagster_single_run" in result:
+            notes.append(f"{result['name']}: as one Dagster run {result['dagster_single_run']}")
     header = ["benchmark", "figure", "measured", "baseline", "ratio"]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    for note in notes:
+        print(note)
     print(f"\nJSON per benchmark in {out_dir}")
     return 0
 

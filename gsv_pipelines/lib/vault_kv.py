@@ -31,10 +31,6 @@ class KvSecret:
     version: int
     data: dict[str, Any]
     created_time: datetime  # of this version
-    first_created_time: datetime  # of the secret (metadata)
-
-    def age_days(self, now: datetime) -> float:
-        return (now - self.created_time).total_seconds() / 86400
 
 
 def _time(text: str) -> datetime:
@@ -57,13 +53,11 @@ def _describe(exc: Exception, mount: str, path: str) -> KvError:
 
 
 def read(client: hvac.Client, mount: str, path: str, version: int | None = None) -> KvSecret:
-    """The current (or a given) version of a secret with its metadata."""
-    kv = client.secrets.kv.v2
+    """The current (or a given) version of a secret, with its version number and time."""
     try:
-        response = kv.read_secret_version(
+        response = client.secrets.kv.v2.read_secret_version(
             path=path, mount_point=mount, version=version, raise_on_deleted_version=True
         )
-        metadata = kv.read_secret_metadata(path=path, mount_point=mount)["data"]
     except (requests.RequestException, hvac.exceptions.VaultError) as exc:
         raise _describe(exc, mount, path) from None
     return KvSecret(
@@ -72,7 +66,6 @@ def read(client: hvac.Client, mount: str, path: str, version: int | None = None)
         version=response["data"]["metadata"]["version"],
         data=response["data"]["data"],
         created_time=_time(response["data"]["metadata"]["created_time"]),
-        first_created_time=_time(metadata["created_time"]),
     )
 
 

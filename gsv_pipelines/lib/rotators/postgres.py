@@ -38,6 +38,7 @@ from gsv_pipelines.lib.rotation import (
     Journal,
     Outcome,
     RotationError,
+    age_days,
     grace_over,
     rollback_kv,
 )
@@ -127,7 +128,7 @@ class PostgresPasswordRotator:
         roles = [str(r) for r in secret.settings["roles"]]
         current = vault_kv.read(ctx.client, secret.mount, secret.path)
         journal.record(
-            "read", version=current.version, age_days=round(current.age_days(ctx.now), 3)
+            "read", version=current.version, age_days=round(age_days(current, ctx.now), 3)
         )
         data = current.data
         where = f"{secret.mount}/{secret.path}"
@@ -173,7 +174,7 @@ class PostgresPasswordRotator:
 
         if not ctx.is_due(current):
             outcome.reason = (
-                f"{current.age_days(ctx.now):.1f} days old, rotated after {secret.max_age_days:g}"
+                f"{age_days(current, ctx.now):.1f} days old, rotated after {secret.max_age_days:g}"
             )
             return outcome
 
