@@ -114,13 +114,18 @@ def test_export_then_restore_is_lossless(qdrant, tmp_path, where, request):
         assert copy.config.params == source.config.params
 
 
-def test_the_export_holds_exactly_what_qdrant_returned_in_row_groups(qdrant, tmp_path):
+@pytest.mark.parametrize(("id_page", "row_groups"), [(50_000, 3), (600, 5)])
+def test_the_export_holds_exactly_what_qdrant_returned_in_row_groups(
+    qdrant, tmp_path, monkeypatch, id_page, row_groups
+):
+    monkeypatch.setattr("gsv_pipelines.lib.qdrant_export.ID_PAGE", id_page)
     store = BackupStore(str(tmp_path / "store"))
     _fill(qdrant)
     export_collection(qdrant, "plain", store, "q/plain/1", batch_size=1000)
     with store.open(f"q/plain/1/{POINTS_FILE}") as f:
         parquet = pq.ParquetFile(f)
-        assert parquet.metadata.num_row_groups == 3
+        # Batches of 1000 within pages of ids: 1000+1000+500, or 600 x 4 + 100.
+        assert parquet.metadata.num_row_groups == row_groups
         rows = parquet.read().to_pylist()
     exported = {r["id_int"]: (r["vector"], json.loads(r["payload"])) for r in rows}
     assert exported == _all_points(qdrant, "plain")
