@@ -4,8 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from gsv_pipelines.lib.policy_file import read_policy
 from gsv_pipelines.lib.retention import RetentionPolicy, RetentionPolicyError
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "policies" / "backups.yaml"
@@ -73,12 +72,7 @@ def _target(data: Any, base: TargetPolicy | None, where: str) -> TargetPolicy:
 def load_backup_policy(path: str | Path | None = None) -> BackupPolicy:
     """Read and validate the policy at `path` (default: the one shipped in the package)."""
     path = Path(path) if path else DEFAULT_POLICY
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise BackupPolicyError(f"cannot read backup policy {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise BackupPolicyError(f"backup policy {path} is not valid YAML: {exc}") from None
+    data = read_policy(path, "backup policy", BackupPolicyError)
     if not isinstance(data, dict):
         raise BackupPolicyError(f"backup policy {path} must be a mapping")
     known = {"defaults", "collections", "platform_db", "vault", "qdrant_nodes"}

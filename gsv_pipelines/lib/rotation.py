@@ -161,6 +161,25 @@ def status(client: hvac.Client, secret: SecretPolicy, now: datetime) -> SecretSt
     )
 
 
+def read_record(ctx: Context) -> vault_kv.KvSecret | None:
+    """The KV rotation record of a Vault-engine kind (transit, database), None before the first."""
+    try:
+        return vault_kv.read(ctx.client, ctx.secret.mount, ctx.secret.path)
+    except vault_kv.SecretMissing:
+        return None  # first run: the record is created with CAS 0
+
+
+def write_record(ctx: Context, record: vault_kv.KvSecret | None, data: dict[str, Any]) -> int:
+    """Merge `data` into the record, check-and-set against the version that was read."""
+    return vault_kv.write(
+        ctx.client,
+        ctx.secret.mount,
+        ctx.secret.path,
+        {**(record.data if record else {}), **data},
+        cas=record.version if record else 0,
+    )
+
+
 def grace_over(data: dict[str, Any], now: datetime, key: str = "previous_until") -> bool:
     until = data.get(key)
     return bool(until) and datetime.fromisoformat(until) <= now

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from gsv_pipelines.lib.policy_file import read_policy
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "policies" / "rotation.yaml"
 KINDS = ("postgres_password", "hmac_key", "api_key", "vault_database_static_role", "transit_key")
@@ -131,12 +131,7 @@ def _secret(entry: Any, defaults: dict[str, Any], where: str) -> SecretPolicy:
 def load_rotation_policy(path: str | Path | None = None) -> RotationPolicy:
     """Read and validate the policy at `path` (default: the one shipped in the package)."""
     path = Path(path) if path else DEFAULT_POLICY
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise RotationPolicyError(f"cannot read rotation policy {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise RotationPolicyError(f"rotation policy {path} is not valid YAML: {exc}") from None
+    data = read_policy(path, "rotation policy", RotationPolicyError)
     if not isinstance(data, dict) or set(data) - {"defaults", "secrets"}:
         raise RotationPolicyError(f"rotation policy {path} takes `defaults` and `secrets` only")
     defaults = data.get("defaults") or {}

@@ -25,7 +25,7 @@ import hvac.exceptions
 import requests
 
 from gsv_pipelines.lib import vault_kv
-from gsv_pipelines.lib.rotation import Context, Outcome, RotationError, grace_over
+from gsv_pipelines.lib.rotation import Context, Outcome, RotationError, grace_over, read_record
 
 PENDING = "raise_min_decryption_after"
 
@@ -57,13 +57,6 @@ def _created(key: dict[str, Any], version: int) -> datetime:
     return datetime.fromtimestamp(entry, UTC)
 
 
-def _read_record(ctx: Context) -> vault_kv.KvSecret | None:
-    try:
-        return vault_kv.read(ctx.client, ctx.secret.mount, ctx.secret.path)
-    except vault_kv.SecretMissing:
-        return None  # first run: the record is created with CAS 0
-
-
 class TransitKeyRotator:
     def run(self, ctx: Context) -> Outcome:
         secret, journal = ctx.secret, ctx.journal
@@ -89,7 +82,7 @@ class TransitKeyRotator:
                 cas=record.version if record else 0,
             )
 
-        record = _read_record(ctx)
+        record = read_record(ctx)
         data = record.data if record else {}
         key = read_key()
         latest, min_decryption = key["latest_version"], key["min_decryption_version"]

@@ -15,7 +15,6 @@ The secret's KV path holds the rotation record, never the password:
 
 from contextlib import closing
 from datetime import datetime
-from typing import Any
 
 import hvac.exceptions
 import psycopg2
@@ -23,7 +22,7 @@ import psycopg2.extensions
 import requests
 
 from gsv_pipelines.lib import vault_kv
-from gsv_pipelines.lib.rotation import Context, Outcome, RotationError
+from gsv_pipelines.lib.rotation import Context, Outcome, RotationError, read_record, write_record
 
 
 def _refused(ctx: Context, exc: Exception, what: str, mount: str, role: str) -> RotationError:
@@ -75,23 +74,6 @@ def _login(dsn: str, username: str, password: str) -> str:
         return cur.fetchone()[0]
 
 
-def _read_record(ctx: Context) -> vault_kv.KvSecret | None:
-    try:
-        return vault_kv.read(ctx.client, ctx.secret.mount, ctx.secret.path)
-    except vault_kv.SecretMissing:
-        return None  # first run: the record is created with CAS 0
-
-
-def _write_record(ctx: Context, record: vault_kv.KvSecret | None, data: dict[str, Any]) -> int:
-    return vault_kv.write(
-        ctx.client,
-        ctx.secret.mount,
-        ctx.secret.path,
-        {**(record.data if record else {}), **data},
-        cas=record.version if record else 0,
-    )
-
-
 class StaticRoleRotator:
     def run(self, ctx: Context) -> Outcome:
         secret, journal = ctx.secret, ctx.journal
@@ -106,7 +88,7 @@ class StaticRoleRotator:
                 raise _refused(ctx, exc, what, mount, role) from None
 
         dsn = _verify_dsn(ctx)
-        record = _read_record(ctx)
+        record = read_record(ctx)
         creds = vault(
             "read", lambda: engine.get_static_credentials(role, mount_point=mount)["data"]
         )
@@ -136,7 +118,7 @@ class StaticRoleRotator:
             )
             if record is None or record.data.get("last_vault_rotation") != last.isoformat():
                 # Vault rotated by itself (or no record yet): the record follows Vault.
-                outcome.version_after = _write_record(
+                outcome.version_after = write_record(
                     ctx,
                     record,
                     {
@@ -168,7 +150,7 @@ class StaticRoleRotator:
                     f"{type(exc).__name__}: {' '.join(str(exc).split())}"
                 ) from None
             journal.record("login_verified", username=user, dsn=dsn)
-            version = _write_record(
+            version = write_record(
                 ctx,
                 record,
                 {
