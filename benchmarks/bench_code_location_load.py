@@ -18,7 +18,9 @@ MEASURED = (
 
 def _sample(code: str) -> tuple[float, int]:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"loading the code location failed:\n{out.stderr[-3000:]}")
     return time.perf_counter() - start, int(out.stdout.strip().splitlines()[-1])
 
 

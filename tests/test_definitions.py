@@ -122,3 +122,16 @@ def test_instance_yaml_queues_runs_with_limits_monitoring_and_no_telemetry(tmp_p
         assert instance.run_monitoring_enabled
         assert not instance.telemetry_enabled
         assert str(instance.storage_directory()).startswith(str(tmp_path))
+
+
+def test_loading_the_code_location_leaves_the_heavy_clients_unimported():
+    # Every run, sensor tick and reload loads the definitions: the clients only runs need
+    # (over a second of imports together) must wait for the runs that use them.
+    code = (
+        "import sys; from gsv_pipelines.definitions import defs; defs(); "
+        "print(' '.join(m for m in ('qdrant_client', 'pyarrow', 'sqlalchemy', 'kubernetes', "
+        "'psycopg2') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == []

@@ -13,11 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gsv_pipelines.lib import manifest as manifests
-from gsv_pipelines.lib import platform_db, vault_snapshot
 from gsv_pipelines.lib.backup_policy import TargetPolicy
 from gsv_pipelines.lib.manifest import Manifest, Verification
-from gsv_pipelines.lib.qdrant_export import export_collection
-from gsv_pipelines.lib.qdrant_snapshot import snapshot_collection
 from gsv_pipelines.lib.retention import Backup, RetentionPlan, plan_retention
 from gsv_pipelines.lib.store import BackupStore, StoredFile
 
@@ -113,6 +110,11 @@ def backup_qdrant_collection(
     partition: str = "",
 ) -> BackupOutcome:
     """Back up one collection by the policy's method (auto: snapshot on a server, else export)."""
+    # Imported here, as in the functions below: qdrant-client, pyarrow and SQLAlchemy take over
+    # a second to import, and every process that loads the code location would pay for them.
+    from gsv_pipelines.lib.qdrant_export import export_collection
+    from gsv_pipelines.lib.qdrant_snapshot import snapshot_collection
+
     method = policy.method
     if method == "auto":
         method = "snapshot" if server_url else "export"
@@ -173,6 +175,8 @@ def backup_qdrant_collection(
 
 def database_name(url: str) -> str:
     """The target name of a database in the store: its database name, or the SQLite file's stem."""
+    from gsv_pipelines.lib import platform_db
+
     sa_url = platform_db.parse_url(url)
     if sa_url.get_backend_name() == "sqlite":
         return platform_db.sqlite_path(url).stem
@@ -183,6 +187,8 @@ def backup_platform_database(
     url: str, store: BackupStore, policy: TargetPolicy, *, run_id: str = "", partition: str = ""
 ) -> BackupOutcome:
     """pg_dump (PostgreSQL) or the online backup API (SQLite), with per-table stats."""
+    from gsv_pipelines.lib import platform_db
+
     target = database_name(url)
     started = _now()
     backup_id = manifests.new_backup_id(started, run_id)
@@ -219,6 +225,8 @@ def backup_vault(
     client, store: BackupStore, policy: TargetPolicy, *, run_id: str = "", partition: str = ""
 ) -> BackupOutcome:
     """A raft snapshot of the Vault/OpenBao cluster `client` is logged in to."""
+    from gsv_pipelines.lib import vault_snapshot
+
     health = client.sys.read_health_status(method="GET")
     target = VAULT_TARGET
     started = _now()
