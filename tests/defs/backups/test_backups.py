@@ -240,16 +240,16 @@ from gsv_pipelines.lib.backups import backup_qdrant_collection
 from gsv_pipelines.lib.store import BackupStore
 
 client = QdrantClient(path=sys.argv[1])
-scroll, calls = client.scroll, []
+retrieve, calls = client.retrieve, []
 
-def scroll_then_hang(*args, **kwargs):
+def retrieve_then_hang(*args, **kwargs):
     calls.append(1)
     if len(calls) == 2:  # one batch is written: say so, then wait to be killed
         print("first batch written", flush=True)
         threading.Event().wait()
-    return scroll(*args, **kwargs)
+    return retrieve(*args, **kwargs)
 
-client.scroll = scroll_then_hang
+client.retrieve = retrieve_then_hang
 backup_qdrant_collection(client, "agent_memory_a", BackupStore(sys.argv[2]),
                          TargetPolicy(batch_size=10), server_url=None, api_key=None)
 """
