@@ -151,8 +151,11 @@ def backup_qdrant_collection(
             files = [StoredFile(n.key, n.size, n.sha256) for n in nodes]
             # Each shard counted once, however many of its replicas were snapshotted.
             shard_points = {sid: pts for n in nodes for sid, pts in n.shards.items()}
+            params = client.get_collection(collection).config.params
             details.update(
                 points=sum(shard_points.values()),
+                vectors=params.model_dump(mode="json")["vectors"],
+                sparse_vectors=params.model_dump(mode="json").get("sparse_vectors"),
                 nodes=[
                     {"node": n.node_url, "snapshot": n.name, "shards": sorted(n.shards)}
                     for n in nodes

@@ -281,12 +281,12 @@ class FakeQdrantSnapshotServer:
             )
             reply.text(401, message)
             return
-        match = re.fullmatch(r"/collections/([^/]+)(/.*)", path)
+        match = re.fullmatch(r"/collections/([^/]+)(/.*)?", path)
         if not match:
             handler.drain_body()
             reply.text(404, "")
             return
-        collection, rest = unquote(match.group(1)), match.group(2)
+        collection, rest = unquote(match.group(1)), match.group(2) or ""
         is_upload = method == "POST" and rest == "/snapshots/upload"
         if not is_upload:
             handler.drain_body()
@@ -302,6 +302,9 @@ class FakeQdrantSnapshotServer:
                 reply.error(404, error)
             return
         info = self.collections[collection]
+        if method == "GET" and rest == "":
+            reply.ok(_collection_info(info))
+            return
         if method == "GET" and rest == "/cluster":
             reply.ok(
                 {
@@ -543,6 +546,34 @@ def _read_multipart_file(body: Iterator[bytes], boundary: str) -> tuple[str, int
             buffer = buffer[-keep:]
         if not more():
             raise ValueError("the closing boundary is missing")
+
+
+def _collection_info(info: "_Collection") -> dict[str, Any]:
+    """GET /collections/{name}: built with qdrant-client's own CollectionInfo model, so the shape
+    is the one the client parses (a 4-dim cosine collection, 1000 points per local shard)."""
+    from qdrant_client.http import models
+
+    return models.CollectionInfo(
+        status=models.CollectionStatus.GREEN,
+        optimizer_status=models.OptimizersStatusOneOf.OK,
+        points_count=1000 * len(info.local_shards),
+        segments_count=len(info.local_shards),
+        config=models.CollectionConfig(
+            params=models.CollectionParams(
+                vectors=models.VectorParams(size=4, distance=models.Distance.COSINE),
+                shard_number=info.shard_count,
+            ),
+            hnsw_config=models.HnswConfig(m=16, ef_construct=100, full_scan_threshold=10000),
+            optimizer_config=models.OptimizersConfig(
+                deleted_threshold=0.2,
+                vacuum_min_vector_number=1000,
+                default_segment_number=0,
+                flush_interval_sec=5,
+            ),
+            wal_config=models.WalConfig(wal_capacity_mb=32, wal_segments_ahead=0),
+        ),
+        payload_schema={},
+    ).model_dump(mode="json", exclude_none=True)
 
 
 def _parse_collection(text: str) -> tuple[str, list[int]]:

@@ -228,6 +228,8 @@ def test_the_snapshot_method_on_a_server(world):
     [backup] = manifests.list_backups(world["store"], "qdrant", "agent_memory_a")
     assert backup.method == "snapshot"
     assert backup.details["points"] == 2000
+    vectors = backup.details["vectors"]
+    assert (vectors["size"], vectors["distance"]) == (4, "Cosine")
     [entry] = backup.files
     assert (entry["size"], entry["sha256"]) == (created.size, created.checksum)
 
