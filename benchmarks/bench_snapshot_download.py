@@ -21,7 +21,7 @@ MEASURED_BYTES = 1 << 30
 BASELINE_BYTES = 50 << 20
 REPEATS = 3
 CLIENT = """
-import json, resource, sys, time
+import json, sys, time
 from gsv_pipelines.lib.qdrant_snapshot import snapshot_collection
 from gsv_pipelines.lib.store import BackupStore
 
@@ -31,7 +31,9 @@ start = time.perf_counter()
     "bench", BackupStore(store_dir), "snapshots", node_urls=[url], api_key=None, poll_seconds=0.05
 )
 seconds = time.perf_counter() - start
-rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM, not ru_maxrss: ru_maxrss carries over the forking parent's size across exec.
+with open("/proc/self/status") as status:
+    rss_kib = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
 print(json.dumps({"bytes": copy.size, "seconds": seconds, "rss_kib": rss_kib}))
 """
 
