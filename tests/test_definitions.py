@@ -48,6 +48,7 @@ def test_definitions_load_without_secrets(no_secrets):
         "platform_db",
         "policies",
         "kubernetes",
+        "trivy",
     }
     assert defs.resolve_sensor_def("automation_condition_sensor")
 

@@ -7,6 +7,7 @@ from gsv_pipelines.resources.kubernetes import KubernetesResource
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+from gsv_pipelines.resources.trivy import TrivyResource
 from gsv_pipelines.resources.vault import VaultResource
 
 
@@ -40,6 +41,11 @@ def resources() -> dg.Definitions:
                 url=_secret(settings, "GSV_PLATFORM_DB_URL") or settings.platform_db_url
             ),
             "kubernetes": KubernetesResource(),
+            "trivy": TrivyResource(
+                binary=settings.trivy_bin,
+                cache_dir=str(settings.trivy_cache_dir),
+                db_repository=settings.trivy_db_repository,
+            ),
             "policies": PoliciesResource(
                 backup_policy_path=_text(settings.backup_policy),
                 rotation_policy_path=_text(settings.rotation_policy),
