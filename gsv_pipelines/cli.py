@@ -99,6 +99,7 @@ def seed(settings: Settings, scale: float = 1.0) -> dict:
     with qdrant.open() as client:
         result = {"qdrant": demo_data.seed_qdrant(client, scale=scale)}
     result["platform_db"] = demo_data.seed_platform_db(settings.platform_db_url)
+    result["trivy_db"] = demo_data.seed_trivy_db(settings.trivy_cache_dir)
     if os.environ.get("VAULT_TOKEN"):
         vault = VaultResource(addr=settings.vault_addr, token=os.environ["VAULT_TOKEN"])
         result["vault"] = demo_data.seed_vault(vault.client())
@@ -126,6 +127,7 @@ TABLE_METADATA = (
     "action",
     "version_before",
     "version_after",
+    "origin",
 )
 # The demo rotates every demo secret now (the "rotate now" path), not only those due.
 DEMO_CONFIG = {("rotation", "rotated_secret"): {"force": True}}

@@ -12,13 +12,13 @@ from typing import TypeVar
 
 import pytest
 
+from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES, write_trivy_db
 from gsv_pipelines.lib.openbao import LocalServer, start_dev_server, start_raft_server
 from gsv_pipelines.lib.settings import SECRET_VARIABLES, find_trivy
 from tests.services.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
 from tests.services.postgres import Postgres, start_postgres
 from tests.services.registry import Registry, start_registry
 from tests.services.s3 import S3Server, start_s3
-from tests.services.trivy_db import DEMO_ADVISORIES, write_trivy_db
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 T = TypeVar("T")

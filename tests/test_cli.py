@@ -43,6 +43,8 @@ def test_demo_runs_on_embedded_defaults_and_stops_what_it_started(tmp_path):
         if row["asset"].startswith("backups/"):
             assert row["checks"] == {"backup_verified": True, "backup_fresh": True}
     assert any(a["asset"] == "backups/vault_snapshot" for a in summary["assets"])
+    [db] = [a for a in summary["assets"] if a["asset"] == "scanning/trivy_db"]
+    assert db["metadata"]["origin"].startswith("demo DB generated offline by gsv")
     rotations = [a for a in summary["assets"] if a["asset"] == "rotation/rotated_secret"]
     assert {a["partition"] for a in rotations} == {
         "webhook-hmac",

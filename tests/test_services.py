@@ -7,9 +7,9 @@ import fsspec
 import hvac
 from qdrant_client import models
 
+from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.vault import VaultResource
-from tests.services.trivy_db import DEMO_ADVISORIES
 
 
 def test_postgres_sql_round_trip(postgres):

@@ -179,3 +179,14 @@ def seed_platform_db(url: str) -> dict[str, int]:
             }
     finally:
         engine.dispose()
+
+
+def seed_trivy_db(cache_dir: Path) -> str:
+    """A demo vulnerability DB in Trivy's cache, unless one is there: no network reaches Trivy's
+    own DB here. Labelled (`gsv_demo` in its metadata, CVE-2099-* advisories) as a demo DB."""
+    from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES, write_trivy_db
+
+    if (cache_dir / "db" / "trivy.db").is_file():
+        return "kept: a vulnerability DB is already in the cache"
+    write_trivy_db(cache_dir, list(DEMO_ADVISORIES))
+    return f"generated a demo DB ({len(DEMO_ADVISORIES)} synthetic advisories, CVE-2099-*)"

@@ -6,9 +6,9 @@ import stat
 
 import pytest
 
+from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES
 from gsv_pipelines.lib.trivy import Trivy, TrivyError
 from tests.services.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
-from tests.services.trivy_db import DEMO_ADVISORIES
 
 
 @pytest.fixture
