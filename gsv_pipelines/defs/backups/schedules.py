@@ -61,27 +61,23 @@ def schedules() -> dg.Definitions:
             for name in sorted(collections)
         ]
 
-    @dg.schedule(
-        job=platform_db_backup_job,
-        cron_schedule="30 2 * * *",
-        execution_timezone="UTC",
-        default_status=status,
+    # Nightly: today's partition (the daily partitions end today: end_offset=1).
+    platform_db_backup_schedule = dg.build_schedule_from_partitioned_job(
+        platform_db_backup_job,
+        name="platform_db_backup_schedule",
         description="Nightly: today's backup of the platform database.",
-    )
-    def platform_db_backup_schedule(context: dg.ScheduleEvaluationContext):
-        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-        return dg.RunRequest(run_key=day, partition_key=day)
-
-    @dg.schedule(
-        job=vault_snapshot_job,
-        cron_schedule="45 2 * * *",
-        execution_timezone="UTC",
+        hour_of_day=2,
+        minute_of_hour=30,
         default_status=status,
-        description="Nightly: today's raft snapshot of Vault / OpenBao.",
     )
-    def vault_snapshot_schedule(context: dg.ScheduleEvaluationContext):
-        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-        return dg.RunRequest(run_key=day, partition_key=day)
+    vault_snapshot_schedule = dg.build_schedule_from_partitioned_job(
+        vault_snapshot_job,
+        name="vault_snapshot_schedule",
+        description="Nightly: today's raft snapshot of Vault / OpenBao.",
+        hour_of_day=2,
+        minute_of_hour=45,
+        default_status=status,
+    )
 
     backup_freshness_schedule = dg.ScheduleDefinition(
         name="backup_freshness_schedule",

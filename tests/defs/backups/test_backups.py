@@ -321,3 +321,19 @@ def test_a_vault_raft_snapshot_is_backed_up_and_verified(world, openbao_raft):
     }
     [backup] = manifests.list_backups(world["store"], "vault", "vault")
     assert backup.method == "raft_snapshot" and backup.details["raft_index"] > 0
+
+
+@pytest.mark.parametrize("name", ["platform_db_backup_schedule", "vault_snapshot_schedule"])
+def test_the_nightly_database_and_vault_schedules_request_today(name):
+    defs = load_defs()
+    schedule = defs.resolve_schedule_def(name)
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 11, 27, 2, 30, tzinfo=UTC),
+            repository_def=defs.get_repository_def(),
+        ) as context,
+    ):
+        [request] = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-11-27"
