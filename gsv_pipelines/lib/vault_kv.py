@@ -39,14 +39,22 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(head + "." + (rest + "000000")[:6] + "+00:00")
 
 
+def access_problem(exc: Exception, what: str, where: str) -> str | None:
+    """The reason Vault could not be used at all (unreachable, sealed, forbidden), else None."""
+    if isinstance(exc, requests.RequestException):
+        return f"Vault is unreachable ({type(exc).__name__}): cannot {what} {where}"
+    if isinstance(exc, hvac.exceptions.VaultDown):
+        return f"Vault is sealed or down: cannot {what} {where}"
+    if isinstance(exc, hvac.exceptions.Forbidden):
+        return f"the Vault token may not {what} {where} (permission denied)"
+    return None
+
+
 def _describe(exc: Exception, mount: str, path: str) -> KvError:
     where = f"{mount}/{path}"
-    if isinstance(exc, requests.RequestException):
-        return KvError(f"Vault is unreachable ({type(exc).__name__}) for {where}")
-    if isinstance(exc, hvac.exceptions.VaultDown):
-        return KvError(f"Vault is sealed or down: cannot use {where}")
-    if isinstance(exc, hvac.exceptions.Forbidden):
-        return KvError(f"the Vault token may not use {where} (permission denied)")
+    problem = access_problem(exc, "use", where)
+    if problem:
+        return KvError(problem)
     if isinstance(exc, hvac.exceptions.InvalidPath):
         return SecretMissing(f"no secret at {where} (or no KV v2 mount {mount!r})")
     return KvError(f"Vault refused an operation on {where}: {type(exc).__name__}")

@@ -25,7 +25,14 @@ import hvac.exceptions
 import requests
 
 from gsv_pipelines.lib import vault_kv
-from gsv_pipelines.lib.rotation import Context, Outcome, RotationError, grace_over, read_record
+from gsv_pipelines.lib.rotation import (
+    Context,
+    Outcome,
+    RotationError,
+    grace_over,
+    read_record,
+)
+from gsv_pipelines.lib.vault_kv import access_problem
 
 PENDING = "raise_min_decryption_after"
 
@@ -33,13 +40,10 @@ PENDING = "raise_min_decryption_after"
 def _refused(ctx: Context, exc: Exception, what: str, mount: str, key: str) -> RotationError:
     where = f"transit key {key!r} at {mount}/"
     message = " ".join(str(exc).split())
-    if isinstance(exc, requests.RequestException):
-        reason = f"Vault is unreachable ({type(exc).__name__}): cannot {what} {where}"
-    elif isinstance(exc, hvac.exceptions.VaultDown):
-        reason = f"Vault is sealed or down: cannot {what} {where}"
-    elif isinstance(exc, hvac.exceptions.Forbidden):
-        reason = f"the Vault token may not {what} {where} (permission denied)"
-    elif isinstance(exc, hvac.exceptions.InvalidPath) and "no handler for route" in message:
+    common = access_problem(exc, what, where)
+    if common:
+        return RotationError(f"{ctx.secret.name}: {ctx.journal.scrub(common)}")
+    if isinstance(exc, hvac.exceptions.InvalidPath) and "no handler for route" in message:
         reason = f"no transit secrets engine is mounted at {mount}/ (for {key!r})"
     # Reading an absent key is a bare 404; rotating one is "key not found".
     elif isinstance(exc, hvac.exceptions.InvalidPath) or "key not found" in message:

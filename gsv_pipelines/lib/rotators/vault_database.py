@@ -22,19 +22,23 @@ import psycopg2.extensions
 import requests
 
 from gsv_pipelines.lib import vault_kv
-from gsv_pipelines.lib.rotation import Context, Outcome, RotationError, read_record, write_record
+from gsv_pipelines.lib.rotation import (
+    Context,
+    Outcome,
+    RotationError,
+    read_record,
+    write_record,
+)
+from gsv_pipelines.lib.vault_kv import access_problem
 
 
 def _refused(ctx: Context, exc: Exception, what: str, mount: str, role: str) -> RotationError:
     where = f"static role {role!r} of the database secrets engine at {mount}/"
     message = " ".join(str(exc).split())
-    if isinstance(exc, requests.RequestException):
-        reason = f"Vault is unreachable ({type(exc).__name__}): cannot {what} {where}"
-    elif isinstance(exc, hvac.exceptions.VaultDown):
-        reason = f"Vault is sealed or down: cannot {what} {where}"
-    elif isinstance(exc, hvac.exceptions.Forbidden):
-        reason = f"the Vault token may not {what} {where} (permission denied)"
-    elif isinstance(exc, hvac.exceptions.InvalidPath) and "no handler for route" in message:
+    common = access_problem(exc, what, where)
+    if common:
+        return RotationError(f"{ctx.secret.name}: {ctx.journal.scrub(common)}")
+    if isinstance(exc, hvac.exceptions.InvalidPath) and "no handler for route" in message:
         reason = f"no database secrets engine is mounted at {mount}/ (for {role!r})"
     # "unknown role: <name>" (static-creds), "no static role found for role name" (rotate-role).
     elif isinstance(exc, hvac.exceptions.InvalidRequest) and (
