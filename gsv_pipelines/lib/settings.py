@@ -52,6 +52,9 @@ class Settings:
     ui_url: str
     backup_policy: Path | None
     rotation_policy: Path | None
+    scan_policy: Path | None
+    drill_policy: Path | None
+    image_inventory: Path
     vault_k8s_role: str | None
     # Names (never values) of the credential variables that are set, so resources bind only those.
     secrets_set: frozenset[str]
@@ -95,6 +98,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ui_url=(get("GSV_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
         backup_policy=_path(get("GSV_BACKUP_POLICY")),
         rotation_policy=_path(get("GSV_ROTATION_POLICY")),
+        scan_policy=_path(get("GSV_SCAN_POLICY")),
+        drill_policy=_path(get("GSV_DRILL_POLICY")),
+        image_inventory=_path(get("GSV_IMAGE_INVENTORY")) or data_dir / "deployed-images.yaml",
         vault_k8s_role=get("VAULT_K8S_ROLE"),
         secrets_set=frozenset(name for name in SECRET_VARIABLES if get(name)),
     )
