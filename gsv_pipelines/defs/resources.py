@@ -6,6 +6,7 @@ from gsv_pipelines.lib.settings import Settings, load_settings
 from gsv_pipelines.resources.kubernetes import KubernetesResource
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
+from gsv_pipelines.resources.registries import RegistriesResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
 from gsv_pipelines.resources.trivy import TrivyResource
 from gsv_pipelines.resources.vault import VaultResource
@@ -46,9 +47,11 @@ def resources() -> dg.Definitions:
                 cache_dir=str(settings.trivy_cache_dir),
                 db_repository=settings.trivy_db_repository,
             ),
+            "registries": RegistriesResource(path=_text(settings.registries_file)),
             "policies": PoliciesResource(
                 backup_policy_path=_text(settings.backup_policy),
                 rotation_policy_path=_text(settings.rotation_policy),
+                scan_policy_path=_text(settings.scan_policy),
             ),
         }
     )

@@ -5,6 +5,7 @@ from pydantic import Field
 
 from gsv_pipelines.lib.backup_policy import BackupPolicy, load_backup_policy
 from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
+from gsv_pipelines.lib.scan_policy import ScanPolicy, load_scan_policy
 
 
 class PoliciesResource(dg.ConfigurableResource):
@@ -16,8 +17,15 @@ class PoliciesResource(dg.ConfigurableResource):
         default=None, description="GSV_ROTATION_POLICY; unset: gsv_pipelines/policies/rotation.yaml"
     )
 
+    scan_policy_path: str | None = Field(
+        default=None, description="GSV_SCAN_POLICY; unset: gsv_pipelines/policies/scanning.yaml"
+    )
+
     def backups(self) -> BackupPolicy:
         return load_backup_policy(self.backup_policy_path)
 
     def rotation(self) -> RotationPolicy:
         return load_rotation_policy(self.rotation_policy_path)
+
+    def scanning(self) -> ScanPolicy:
+        return load_scan_policy(self.scan_policy_path)
