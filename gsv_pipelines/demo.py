@@ -88,14 +88,20 @@ def materialize_all(
     graph = defs.resolve_asset_graph()
     executable = graph.executable_asset_keys
     groups: list[tuple[dg.PartitionsDefinition | None, list[dg.AssetKey]]] = []
+    placed: dict[dg.AssetKey, int] = {}
     for key in [k for k in graph.toposorted_asset_keys if k in executable]:
         partitions_def = graph.get(key).partitions_def
-        for group_def, keys in groups:
-            if group_def == partitions_def:
-                keys.append(key)
+        # The earliest run group of the same partitioning that comes no sooner than the groups
+        # of the asset's parents: parents always run first, in as few runs as possible.
+        earliest = max((placed[p] for p in graph.get(key).parent_keys if p in placed), default=0)
+        for index in range(earliest, len(groups)):
+            if groups[index][0] == partitions_def:
+                groups[index][1].append(key)
+                placed[key] = index
                 break
         else:
             groups.append((partitions_def, [key]))
+            placed[key] = len(groups) - 1
 
     rows, runs, success = [], [], True
     for partitions_def, keys in groups:

@@ -74,3 +74,31 @@ def test_partition_keys_for_a_dynamic_dimension_without_keys_is_empty():
         assert partition_keys(multi, instance) == []
         assert partition_keys(None, instance) == [None]
         assert partition_keys(DAILY, instance) == [DAILY.get_last_partition_key()]
+
+
+def test_an_asset_runs_after_its_parents_even_when_they_are_partitioned_otherwise():
+    @dg.asset(key=["scanning", "daily_first"], partitions_def=DAILY)
+    def daily_first() -> None: ...
+
+    @dg.asset(key=["scanning", "per_target"], partitions_def=TARGETS, deps=[daily_first])
+    def per_target() -> None: ...
+
+    @dg.asset(
+        key=["scanning", "daily_report"],
+        partitions_def=DAILY,
+        deps=[dg.AssetDep(per_target, partition_mapping=dg.AllPartitionMapping())],
+    )
+    def daily_report() -> None: ...
+
+    @dg.asset(key=["scanning", "daily_other"], partitions_def=DAILY)
+    def daily_other() -> None: ...
+
+    defs = dg.Definitions(assets=[daily_first, per_target, daily_report, daily_other])
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("targets", ["a"])
+        outcome = materialize_all(defs, instance)
+    order = [r["asset"] for r in outcome["assets"]]
+    assert order.index("scanning/per_target") < order.index("scanning/daily_report")
+    assert order.index("scanning/daily_first") < order.index("scanning/per_target")
+    # daily_other joins the first daily run: three runs, not four
+    assert len(outcome["runs"]) == 3
