@@ -49,8 +49,16 @@ def test_definitions_load_without_secrets(no_secrets):
         "policies",
         "kubernetes",
         "trivy",
+        "registries",
+        "workloads",
     }
     assert defs.resolve_sensor_def("automation_condition_sensor")
+
+
+@pytest.mark.parametrize(("env", "kind"), [("local", "Inventory"), ("prod", "Cluster")])
+def test_deployed_images_come_from_the_cluster_only_in_prod(monkeypatch, no_secrets, env, kind):
+    monkeypatch.setenv("GSV_ENV", env)
+    assert type(load_defs().resources["workloads"]).__name__ == f"{kind}WorkloadsResource"
 
 
 def test_every_asset_spec_documents_itself(no_secrets):

@@ -10,6 +10,10 @@ from gsv_pipelines.resources.registries import RegistriesResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
 from gsv_pipelines.resources.trivy import TrivyResource
 from gsv_pipelines.resources.vault import VaultResource
+from gsv_pipelines.resources.workloads import (
+    ClusterWorkloadsResource,
+    InventoryWorkloadsResource,
+)
 
 
 def _secret(settings: Settings, name: str) -> dg.EnvVar | None:
@@ -42,6 +46,10 @@ def resources() -> dg.Definitions:
                 url=_secret(settings, "GSV_PLATFORM_DB_URL") or settings.platform_db_url
             ),
             "kubernetes": KubernetesResource(),
+            # What runs: the cluster's pods in prod, the inventory file locally.
+            "workloads": ClusterWorkloadsResource()
+            if settings.is_prod
+            else InventoryWorkloadsResource(path=str(settings.image_inventory)),
             "trivy": TrivyResource(
                 binary=settings.trivy_bin,
                 cache_dir=str(settings.trivy_cache_dir),
@@ -51,6 +59,7 @@ def resources() -> dg.Definitions:
             "policies": PoliciesResource(
                 backup_policy_path=_text(settings.backup_policy),
                 rotation_policy_path=_text(settings.rotation_policy),
+                drill_policy_path=_text(settings.drill_policy),
                 scan_policy_path=_text(settings.scan_policy),
             ),
         }

@@ -1,18 +1,21 @@
 """The scan policy YAML (`gsv_pipelines/policies/scanning.yaml`, overridable by path) and its
 verdict over a scan's findings frames (lib/trivy_report.py)."""
 
+from __future__ import annotations
+
 import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from gsv_pipelines.lib.policy_file import read_policy
 from gsv_pipelines.lib.trivy_report import SEVERITIES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "policies" / "scanning.yaml"
 KEYS = {"fail_on", "ignore_unfixed", "secrets", "ignores"}
@@ -105,6 +108,8 @@ def _verdict(
     digest: str,
     today: date,
 ) -> Verdict:
+    import pandas as pd
+
     findings = findings.assign(why="", reason="", expires="")
     ignores = {i.id: i for i in policy.ignores if i.applies_to(reference, digest)}
     expired: list[Ignore] = []

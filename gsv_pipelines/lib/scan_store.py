@@ -10,23 +10,22 @@ A scan counts only once `latest.json` names it: a scan that failed half-way leav
 unreferenced folder, never a record.
 """
 
+from __future__ import annotations
+
 import copy
 import gzip
 import json
 import posixpath
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from gsv_pipelines.lib.store import BackupStore, StoredFile
-from gsv_pipelines.lib.trivy_report import (
-    Report,
-    fixable_counts,
-    parse_report,
-    severity_counts,
-)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from gsv_pipelines.lib.trivy_report import Report
 
 PREFIX = "scanning/images"
 FRAMES = ("vulnerabilities", "secrets", "misconfigurations")
@@ -98,6 +97,8 @@ def write_scan(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from gsv_pipelines.lib.trivy_report import fixable_counts, severity_counts
+
     scanned_at = scanned_at or datetime.now(UTC)
     folder = digest_folder(digest)
     prefix = posixpath.join(folder, scanned_at.strftime("%Y%m%dT%H%M%S.%fZ"))
@@ -159,6 +160,8 @@ def read_frame(store: BackupStore, record: ScanRecord, name: str) -> pd.DataFram
 
 def read_report(store: BackupStore, record: ScanRecord) -> Report:
     """The stored (redacted) Trivy report, parsed again."""
+    from gsv_pipelines.lib.trivy_report import parse_report
+
     key = posixpath.join(record.prefix, "report.json.gz")
     with store.open(key) as source:
         return parse_report(gzip.decompress(source.read()))

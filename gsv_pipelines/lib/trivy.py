@@ -8,14 +8,17 @@ instead of failing on a locked database.
 import contextlib
 import fcntl
 import json
+import os
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 LOCK_FILE = ".gsv-trivy.lock"
+# Trivy reads registry credentials from these; argv would show them to every `ps` on the host.
+CREDENTIAL_VARIABLES = ("TRIVY_USERNAME", "TRIVY_PASSWORD", "TRIVY_REGISTRY_TOKEN")
 
 
 class TrivyError(RuntimeError):
@@ -56,8 +59,18 @@ class Trivy:
         except (OSError, ValueError) as exc:
             raise TrivyError(f"unreadable vulnerability DB metadata {path}: {exc}") from None
 
-    def run(self, args: Sequence[str], *, json_output: bool = True) -> TrivyRun:
-        """Run `trivy <args> --cache-dir <cache>`; the parsed JSON report of its stdout."""
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        json_output: bool = True,
+        env: Mapping[str, str] | None = None,
+        secrets: Sequence[str] = (),
+    ) -> TrivyRun:
+        """Run `trivy <args> --cache-dir <cache>`; the parsed JSON report of its stdout.
+
+        `env`: the whole environment of the process (default: ours); `secrets`: values that are
+        cut out of Trivy's error output before it goes into an exception."""
         if not self.binary or not Path(self.binary).is_file():
             raise TrivyError(
                 f"no trivy binary at {self.binary!r}: set TRIVY_BIN, put trivy on PATH, or "
@@ -73,6 +86,7 @@ class Trivy:
                     capture_output=True,
                     timeout=self.timeout_seconds,
                     stdin=subprocess.DEVNULL,
+                    env=dict(env) if env is not None else None,
                 )
             except subprocess.TimeoutExpired:
                 raise TrivyError(
@@ -80,7 +94,10 @@ class Trivy:
                 ) from None
             seconds = time.monotonic() - start
         if done.returncode != 0:
-            tail = done.stderr.decode(errors="replace").strip()[-1500:]
+            tail = done.stderr.decode(errors="replace")
+            for secret in secrets:
+                tail = tail.replace(secret, "[redacted]")
+            tail = tail.strip()[-1500:]
             raise TrivyError(f"trivy {what} exited with code {done.returncode}: {tail}")
         if not json_output:
             return TrivyRun({}, done.stdout, seconds)
@@ -111,10 +128,17 @@ class Trivy:
         *,
         layout: bool = False,
         insecure_registry: bool = False,
+        credentials: tuple[str, str] | None = None,
         scanners: str = "vuln,secret",
     ) -> TrivyRun:
-        """Scan an image by reference (from its registry) or an OCI layout folder, offline
-        against the cached DB: one DB download per refresh, not per scan."""
+        """Scan an image by reference (from its registry) or an OCI layout folder
+        (`<folder>` or `<folder>@<manifest digest>`), offline against the cached DB: one DB
+        download per refresh, not per scan.
+
+        `insecure_registry`: Trivy's --insecure, for a registry with a self-signed certificate or
+        on plain HTTP (Trivy speaks HTTP to loopback registries by itself, to others only then).
+        `credentials`: (username, password), given to Trivy in its environment; None: anonymous,
+        whatever TRIVY_USERNAME / TRIVY_PASSWORD our own environment holds."""
         if self.db_metadata() is None:
             raise TrivyError(
                 f"no vulnerability DB in {self.cache_dir}: materialize scanning/trivy_db first"
@@ -128,8 +152,17 @@ class Trivy:
             if insecure_registry:
                 args.append("--insecure")
             args.append(image)
-        return self.run(args)
+        env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
+        if credentials is not None:
+            env["TRIVY_USERNAME"], env["TRIVY_PASSWORD"] = credentials
+        return self.run(args, env=env, secrets=[credentials[1]] if credentials else [])
 
     def scan_config(self, folder: Path) -> TrivyRun:
-        """Misconfigurations of Kubernetes manifests, Dockerfiles, Helm charts in `folder`."""
-        return self.run(["config", "--format", "json", "--quiet", str(folder)])
+        """Misconfigurations of Kubernetes manifests, Dockerfiles, Helm charts in `folder`.
+
+        With the checks embedded in the binary: without --skip-check-update Trivy first tries
+        to download its checks bundle from mirror.gcr.io, which is slow or hangs where egress
+        is closed, and changes the findings whenever the bundle does."""
+        return self.run(
+            ["config", "--format", "json", "--quiet", "--skip-check-update", str(folder)]
+        )

@@ -8,13 +8,16 @@ Secrets keep only where they are and which rule found them: Trivy's `Match` and
 `Code.Lines[].Content` hold the matched text, and nothing of either is read.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 SCHEMA_VERSION = 2
@@ -193,6 +196,8 @@ def _cut_short(text: str, exc: json.JSONDecodeError) -> bool:
 
 
 def _created_at(document: dict) -> pd.Timestamp | None:
+    import pandas as pd
+
     text = _string(document, "CreatedAt", "")
     if text is None:
         return None
@@ -290,6 +295,8 @@ def _highest_cvss(item: dict, where: str) -> tuple[float | None, str | None]:
 
 
 def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
+    import pandas as pd
+
     data = {}
     for name, dtype in columns.items():
         values = [row[name] for row in rows]

@@ -7,8 +7,8 @@ import stat
 import pytest
 
 from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES
+from gsv_pipelines.lib.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
 from gsv_pipelines.lib.trivy import Trivy, TrivyError
-from tests.services.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
 
 
 @pytest.fixture

@@ -1,12 +1,28 @@
-"""The `scanning` group: Trivy's vulnerability DB, refreshed once for every scan that uses it."""
+"""The `scanning` group: Trivy's vulnerability DB, refreshed once for every scan that uses it,
+and the misconfiguration scan of the project's own deploy/ folder."""
 
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
+from pydantic import Field
 
+import gsv_pipelines
+from gsv_pipelines.lib.trivy_report import SEVERITIES, parse_report, severity_counts
 from gsv_pipelines.resources.trivy import TrivyResource
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 OWNERS = ["team:platform"]
+
+CONFIG_SCAN_CHECK = "no_severe_misconfigurations"
+SEVERE = ("CRITICAL", "HIGH")
+# The project's Dockerfile and manifests sit beside the package, in a checkout and in the image.
+DEPLOY_FOLDER = Path(gsv_pipelines.__file__).resolve().parents[1] / "deploy"
+# Rows shown in a metadata table; the counts always cover every finding.
+TABLE_ROWS = 50
 
 
 @dg.asset(
@@ -49,3 +65,116 @@ def trivy_db(context: dg.AssetExecutionContext, trivy: TrivyResource) -> dg.Mate
             "duration_seconds": dg.MetadataValue.float(round(seconds, 3)),
         }
     )
+
+
+class ConfigScanConfig(dg.Config):
+    folder: str = Field(
+        default="", description="The folder to scan; empty means the project's deploy/ folder"
+    )
+
+
+@dg.asset(
+    key=["scanning", "config_scan"],
+    group_name="scanning",
+    owners=OWNERS,
+    kinds={"trivy", "kubernetes", "docker"},
+    tags={"gsv/domain": "scanning"},
+    # The checks ship inside the trivy binary, and deploy/ changes only with a new image: a daily
+    # scan notices both.
+    automation_condition=dg.AutomationCondition.on_cron("30 1 * * *"),
+    op_tags={"gsv/trivy-cache": "shared"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            CONFIG_SCAN_CHECK,
+            asset=["scanning", "config_scan"],
+            blocking=True,
+            description="No HIGH or CRITICAL misconfiguration in the scanned folder.",
+        )
+    ],
+)
+def config_scan(
+    context: dg.AssetExecutionContext, config: ConfigScanConfig, trivy: TrivyResource
+) -> dg.MaterializeResult:
+    """`trivy config` over the project's own deploy/ folder (the Dockerfile, the Kubernetes
+    manifests, anything else Trivy recognises), with the checks embedded in the trivy binary,
+    offline. Records the failing checks per severity and lists them; the blocking check
+    no_severe_misconfigurations fails the run on any HIGH or CRITICAL one."""
+    folder = Path(config.folder).expanduser().absolute() if config.folder else DEPLOY_FOLDER
+    if not folder.is_dir():
+        raise dg.Failure(
+            description=f"no folder to scan at {folder}: "
+            + (
+                "the config's `folder` names none"
+                if config.folder
+                else "the project's deploy/ folder is missing beside the gsv_pipelines package"
+            )
+        )
+    run = trivy.trivy().scan_config(folder)
+    findings = parse_report(run.report).misconfigurations
+    failures = findings[findings["status"].eq("FAIL")]
+    severe = failures[failures["severity"].isin(SEVERE)]
+    files = {result.get("Target") for result in run.report.get("Results") or []}
+    context.log.info(
+        f"trivy config: {len(failures)} failing check(s) in {len(files)} file(s) of {folder}, "
+        f"{len(severe)} of them HIGH or CRITICAL"
+    )
+
+    counts = severity_counts(failures)
+    passed = severe.empty
+    return dg.MaterializeResult(
+        metadata={
+            **{
+                f"failures_{severity.lower()}": dg.MetadataValue.int(counts[severity])
+                for severity in SEVERITIES
+            },
+            "failures": dg.MetadataValue.md(_findings_table(failures)),
+            "files_scanned": dg.MetadataValue.int(len(files)),
+            "folder": dg.MetadataValue.path(str(folder)),
+            "duration_seconds": dg.MetadataValue.float(round(run.seconds, 3)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=CONFIG_SCAN_CHECK,
+                passed=passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="no HIGH or CRITICAL misconfiguration"
+                if passed
+                else f"{len(severe)} HIGH or CRITICAL misconfiguration(s): "
+                + "; ".join(
+                    f"{row.id} ({row.severity}) in {row.target}"
+                    for row in _ordered(severe).head(TABLE_ROWS).itertuples()
+                ),
+                metadata={
+                    "severe_failures": dg.MetadataValue.int(len(severe)),
+                    "failures": dg.MetadataValue.md(_findings_table(severe)),
+                },
+            )
+        ],
+    )
+
+
+def _ordered(findings: "pd.DataFrame") -> "pd.DataFrame":
+    """Most severe first, then by check id and file."""
+    rank = findings["severity"].map({s: -i for i, s in enumerate(SEVERITIES)})
+    return findings.assign(_rank=rank).sort_values(["_rank", "id", "target", "start_line"])
+
+
+def _findings_table(findings: "pd.DataFrame") -> str:
+    import pandas as pd
+
+    if findings.empty:
+        return "No failing check."
+    lines = ["| id | severity | target | title |", "|---|---|---|---|"]
+    for row in _ordered(findings).head(TABLE_ROWS).itertuples():
+        where = row.target if pd.isna(row.start_line) else f"{row.target}:{row.start_line}"
+        lines.append(f"| {_cell(row.id)} | {row.severity} | {_cell(where)} | {_cell(row.title)} |")
+    if len(findings) > TABLE_ROWS:
+        lines.append(f"\n{len(findings) - TABLE_ROWS} more not shown.")
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    import pandas as pd
+
+    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")

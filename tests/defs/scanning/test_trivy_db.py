@@ -7,9 +7,9 @@ import dagster as dg
 
 from gsv_pipelines.defs.scanning.assets import trivy_db
 from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES
+from gsv_pipelines.lib.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
 from gsv_pipelines.lib.trivy import Trivy
 from gsv_pipelines.resources.trivy import TrivyResource
-from tests.services.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
 from tests.services.trivy_db import push_db_artifact
 
 

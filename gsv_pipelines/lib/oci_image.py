@@ -1,8 +1,10 @@
-"""Build a tiny, deterministic Alpine-like OCI image layout with the stdlib only.
+"""Build a tiny, deterministic Alpine-like OCI image layout with the stdlib only: for the tests
+and for the demo, which push it to a registry and scan it.
 
 The image has a single layer holding just what Trivy needs to detect the OS
 (``etc/os-release``, ``etc/alpine-release``) and the installed packages
-(``lib/apk/db/installed``). No network, no container runtime.
+(``lib/apk/db/installed``), plus any extra files (e.g. the planted fake secret below). No
+network, no container runtime.
 """
 
 from __future__ import annotations
@@ -43,6 +45,19 @@ DEMO_PACKAGES: tuple[ApkPackage, ...] = (
     ApkPackage("busybox", "1.36.1-r15", "busybox"),
 )
 DEMO_PACKAGE_TUPLES: list[tuple[str, str, str]] = [p.as_tuple() for p in DEMO_PACKAGES]
+
+# A FAKE GitHub personal access token, planted in demo and test images so that Trivy's secret
+# scanner has something to find (rule `github-pat`, severity CRITICAL, so the shipped scan policy's
+# no_embedded_secrets fails on it). It is not a credential: no account has it, and its last six
+# characters are not the checksum real tokens carry. Assembled from parts so that a secret scanner
+# run over this source tree does not report the source itself.
+FAKE_GITHUB_TOKEN = "ghp" + "_" + "GsvDemoFakeTokenNotACredential" + "000000"
+PLANTED_SECRET_PATH = "app/config/deploy-token.env"
+PLANTED_SECRET_RULE = "github-pat"
+PLANTED_SECRET_FILES: dict[str, str] = {
+    PLANTED_SECRET_PATH: "# fake, planted by gsv for the scanning demo\n"
+    f"GITHUB_TOKEN={FAKE_GITHUB_TOKEN}\n"
+}
 
 
 def _os_release(version: str) -> str:
@@ -96,10 +111,12 @@ def build_alpine_image(
     packages: list[tuple[str, str, str]],
     *,
     alpine_version: str = "3.19.1",
+    extra_files: dict[str, str] | None = None,
 ) -> str:
     """Write a one-layer Alpine OCI image layout into ``layout_dir`` and return its digest.
 
-    ``packages`` are ``(name, version, origin)`` triples written to the apk database.
+    ``packages`` are ``(name, version, origin)`` triples written to the apk database;
+    ``extra_files`` maps relative paths (``app/config/x.env``) to the text added to the layer.
     ``index.json`` is (re)written to reference only this image, annotated with ``tag``.
     Output is byte-for-byte deterministic; the return value is the manifest digest
     (``sha256:<hex>``). Scan it with ``trivy image --input <layout_dir>``.
@@ -108,13 +125,20 @@ def build_alpine_image(
     blobs = layout_dir / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
 
-    tar_bytes = _layer_tar(
-        {
-            "etc/alpine-release": f"{alpine_version}\n",
-            "etc/os-release": _os_release(alpine_version),
-            "lib/apk/db/installed": _apk_installed(packages),
-        }
-    )
+    files = {
+        "etc/alpine-release": f"{alpine_version}\n",
+        "etc/os-release": _os_release(alpine_version),
+        "lib/apk/db/installed": _apk_installed(packages),
+    }
+    for path, text in (extra_files or {}).items():
+        parts = path.split("/")
+        if path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"extra file {path!r}: give a relative path without . or .. parts")
+        prefixes = {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        if prefixes & set(files) or any(name.startswith(f"{path}/") for name in files):
+            raise ValueError(f"extra file {path!r} collides with a file of the image")
+        files[path] = text
+    tar_bytes = _layer_tar(files)
     diff_id = f"sha256:{hashlib.sha256(tar_bytes).hexdigest()}"
     layer_gz = gzip.compress(tar_bytes, compresslevel=9, mtime=0)
     layer_digest = _write_blob(blobs, layer_gz)
@@ -129,7 +153,7 @@ def build_alpine_image(
                 "Cmd": ["/bin/sh"],
             },
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            "history": [{"created": _CREATED, "created_by": "tests.services.oci_image"}],
+            "history": [{"created": _CREATED, "created_by": "gsv_pipelines.lib.oci_image"}],
         }
     )
     config_digest = _write_blob(blobs, config)
