@@ -54,7 +54,21 @@ def test_demo_runs_on_embedded_defaults_and_stops_what_it_started(tmp_path):
     }
     assert all(a["metadata"]["action"] == "rotated" for a in rotations)
     # 5 seeded values, and a new one for each of the 4 rotated: none in anything the runs wrote.
-    assert summary["leak_search"] == {"values": 9, "found": []}
+    # the Vault values, and the fake token planted in the demo image
+    assert summary["leak_search"] == {"values": 10, "found": []}
+    scans = {a["partition"]: a for a in summary["assets"] if a["asset"] == "scanning/image_scan"}
+    runtime = summary["seed"]["images"]["agents/agent-runtime"]["digest"]
+    gateway = summary["seed"]["images"]["platform/web-gateway"]["digest"]
+    assert set(scans) == {runtime, gateway}
+    assert scans[runtime]["metadata"]["fixable_critical"] == 1
+    assert scans[runtime]["metadata"]["secrets"] == 1
+    assert scans[runtime]["checks"] == {"no_fixable_critical": False, "no_embedded_secrets": False}
+    assert scans[gateway]["checks"] == {"no_fixable_critical": True, "no_embedded_secrets": True}
+    assert summary["expected_gate_failures"] == [f"scanning/image_scan [{runtime}]"]
+    assert summary["runs_all_succeeded"] is False and summary["problems"] == []
+    [risk] = [a for a in summary["assets"] if a["asset"] == "scanning/image_risk_report"]
+    assert (risk["metadata"]["digests"], risk["metadata"]["failing"]) == (2, 1)
+    assert "# Image risk report" in result.stdout and "risk report: " in result.stdout
     assert "summary written to" in result.stdout and "make dev" in result.stdout
     vault_port = int(summary["services"]["vault"]["address"].rsplit(":", 1)[1])
     assert not port_open(vault_port), "the OpenBao dev server outlived the demo"
