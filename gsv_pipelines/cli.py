@@ -140,6 +140,9 @@ TABLE_METADATA = (
     "digests",
     "failing",
     "new_findings",
+    "result",
+    "rto_seconds_max",
+    "rpo_hours_max",
 )
 # The demo rotates every demo secret now (the "rotate now" path), not only those due.
 DEMO_CONFIG = {("rotation", "rotated_secret"): {"force": True}}
@@ -225,6 +228,7 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
     _say(f"summary written to {path}")
     _say("open the UI with `make dev` (dagster dev on http://127.0.0.1:3000)")
     _print_risk_report(settings, outcome["assets"], expected)
+    _print_drill(outcome["assets"])
     for problem in problems:
         _say(f"  FAILED {problem}")
     return 0 if not problems and not leaks else 1
@@ -247,6 +251,20 @@ def _unexpected_problems(assets: list[dict], expected: set[tuple[str, str]]) -> 
         if failed and (a["asset"], a["partition"]) not in expected:
             problems.append(f"{where}: check(s) {', '.join(failed)} failed")
     return problems
+
+
+def _print_drill(assets: list[dict]) -> None:
+    """Each drill target's RTO and RPO, and where the auditors' report is."""
+    for a in assets:
+        figures = a["metadata"]
+        if a["asset"] == "drills/dr_drill":
+            for key, rto in figures.items():
+                if key.endswith(" rto_seconds"):
+                    target = key.removesuffix(" rto_seconds")
+                    rpo = figures.get(f"{target} rpo_hours")
+                    _say(f"DR drill {target}: RTO {rto:.2f} s, RPO {rpo:.3f} h")
+        if a["asset"] == "drills/dr_report" and "report_path" in figures:
+            _say(f"DR drill report ({figures.get('result')}): {figures['report_path']}")
 
 
 def _print_risk_report(settings: Settings, assets: list[dict], expected) -> None:

@@ -69,6 +69,15 @@ def test_demo_runs_on_embedded_defaults_and_stops_what_it_started(tmp_path):
     [risk] = [a for a in summary["assets"] if a["asset"] == "scanning/image_risk_report"]
     assert (risk["metadata"]["digests"], risk["metadata"]["failing"]) == (2, 1)
     assert "# Image risk report" in result.stdout and "risk report: " in result.stdout
+    [drill] = [a for a in summary["assets"] if a["asset"] == "drills/dr_drill"]
+    assert drill["checks"] == {
+        "rto_within_target": True,
+        "rpo_within_target": True,
+        "drill_verified": True,
+    }
+    assert drill["metadata"]["targets"] == 4 and drill["metadata"]["targets_failed"] == 0
+    assert "DR drill qdrant/agent_memory_support_bot: RTO " in result.stdout
+    assert "DR drill report (passed): " in result.stdout
     assert "summary written to" in result.stdout and "make dev" in result.stdout
     vault_port = int(summary["services"]["vault"]["address"].rsplit(":", 1)[1])
     assert not port_open(vault_port), "the OpenBao dev server outlived the demo"

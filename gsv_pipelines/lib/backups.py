@@ -54,8 +54,13 @@ def _complete(
     draft: Manifest,
     files: list[StoredFile],
     policy: TargetPolicy,
+    prune: bool = True,
 ) -> BackupOutcome:
-    """Verify the written files, commit the manifest, then prune per the retention policy."""
+    """Verify the written files, commit the manifest, then prune per the retention policy.
+
+    Without `prune` nothing is deleted (a safety backup taken by a restore must not delete the
+    backup being restored).
+    """
     draft.files = [manifests.file_entry(draft.folder, f) for f in files]
     draft.finished_at = _now().isoformat()
     verification = manifests.verify(store, draft)
@@ -69,7 +74,10 @@ def _complete(
     removed = manifests.remove_incomplete(
         store, draft.kind, draft.target, started_before=_now() - INCOMPLETE_GRACE
     )
-    plan = apply_retention(store, draft.kind, draft.target, policy)
+    if prune:
+        plan = apply_retention(store, draft.kind, draft.target, policy)
+    else:
+        plan = RetentionPlan(keep={}, delete=[])
     return BackupOutcome(draft, verification, plan, removed)
 
 
@@ -108,10 +116,16 @@ def backup_qdrant_collection(
     node_urls: tuple[str, ...] = (),
     run_id: str = "",
     partition: str = "",
+    reason: str = "",
+    prune: bool = True,
 ) -> BackupOutcome:
-    """Back up one collection by the policy's method (auto: snapshot on a server, else export)."""
+    """Back up one collection by the policy's method (auto: snapshot on a server, else export).
+
+    `reason` is recorded in the manifest; `prune: False` skips the retention policy.
+    """
     # Imported here, as in the functions below: qdrant-client, pyarrow and SQLAlchemy take over
     # a second to import, and every process that loads the code location would pay for them.
+    from gsv_pipelines.lib import restore_probes
     from gsv_pipelines.lib.qdrant_export import export_collection
     from gsv_pipelines.lib.qdrant_snapshot import snapshot_collection
 
@@ -135,11 +149,22 @@ def backup_qdrant_collection(
             "qdrant_mode": "server" if server_url else "embedded",
             "partition": partition,
         }
+        if reason:
+            details["reason"] = reason
+        # What a restore is proven against, besides the files' checksums (restore_probes.py).
+        queries = restore_probes.QueryRecorder(client, collection)
         if method == "export":
+            sampler = restore_probes.PointSampler()
             files, exported = export_collection(
-                client, collection, store, folder, batch_size=policy.batch_size
+                client,
+                collection,
+                store,
+                folder,
+                batch_size=policy.batch_size,
+                on_batch=sampler.observe,
             )
             details.update(exported)
+            details["point_fingerprints"] = sampler.result()
         else:
             nodes = snapshot_collection(
                 collection,
@@ -160,7 +185,9 @@ def backup_qdrant_collection(
                     {"node": n.node_url, "snapshot": n.name, "shards": sorted(n.shards)}
                     for n in nodes
                 ],
+                point_fingerprints=restore_probes.sample_existing_points(client, collection),
             )
+        details["sample_queries"] = queries.result()
         draft = Manifest(
             kind=QDRANT,
             target=collection,
@@ -171,7 +198,7 @@ def backup_qdrant_collection(
             consistency_point=started.isoformat(),
             details=details,
         )
-        return _complete(store, draft, files, policy)
+        return _complete(store, draft, files, policy, prune)
 
     return _attempt(store, folder, work)
 
@@ -187,9 +214,19 @@ def database_name(url: str) -> str:
 
 
 def backup_platform_database(
-    url: str, store: BackupStore, policy: TargetPolicy, *, run_id: str = "", partition: str = ""
+    url: str,
+    store: BackupStore,
+    policy: TargetPolicy,
+    *,
+    run_id: str = "",
+    partition: str = "",
+    reason: str = "",
+    prune: bool = True,
 ) -> BackupOutcome:
-    """pg_dump (PostgreSQL) or the online backup API (SQLite), with per-table stats."""
+    """pg_dump (PostgreSQL) or the online backup API (SQLite), with per-table stats.
+
+    `reason` is recorded in the manifest; `prune: False` skips the retention policy.
+    """
     from gsv_pipelines.lib import platform_db
 
     target = database_name(url)
@@ -217,17 +254,29 @@ def backup_platform_database(
                 "rows": sum(t["rows"] for t in stats.values()),
                 "dump_seconds": round(time.monotonic() - clock, 3),
                 "partition": partition,
+                **({"reason": reason} if reason else {}),
             },
         )
-        return _complete(store, draft, [stored], policy)
+        return _complete(store, draft, [stored], policy, prune)
 
     return _attempt(store, folder, work)
 
 
 def backup_vault(
-    client, store: BackupStore, policy: TargetPolicy, *, run_id: str = "", partition: str = ""
+    client,
+    store: BackupStore,
+    policy: TargetPolicy,
+    *,
+    run_id: str = "",
+    partition: str = "",
+    reason: str = "",
+    prune: bool = True,
 ) -> BackupOutcome:
-    """A raft snapshot of the Vault/OpenBao cluster `client` is logged in to."""
+    """A raft snapshot of the Vault/OpenBao cluster `client` is logged in to.
+
+    Just before it, a sentinel (a random nonce, not a secret) is written to KV v2; the manifest
+    records it, and a drill reads it back from the restored copy (vault_snapshot.py).
+    """
     from gsv_pipelines.lib import vault_snapshot
 
     health = client.sys.read_health_status(method="GET")
@@ -237,6 +286,7 @@ def backup_vault(
     folder = manifests.backup_folder(VAULT, target, backup_id)
 
     def work() -> BackupOutcome:
+        sentinel = vault_snapshot.write_sentinel(client)
         stored = vault_snapshot.take_snapshot(client, store, posixpath.join(folder, "raft.snap"))
         meta = vault_snapshot.check_archive(store, stored.key)
         draft = Manifest(
@@ -253,9 +303,11 @@ def backup_vault(
                 "raft_index": meta.get("Index"),
                 "raft_term": meta.get("Term"),
                 "partition": partition,
+                "sentinel": sentinel,
+                **({"reason": reason} if reason else {}),
             },
         )
-        return _complete(store, draft, [stored], policy)
+        return _complete(store, draft, [stored], policy, prune)
 
     return _attempt(store, folder, work)
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
@@ -87,11 +86,17 @@ def sqlite_path(url_or_path: str | os.PathLike) -> Path:
 
 
 def table_stats(url: str) -> dict[str, dict]:
-    """Row count and SHA-256 of every table in the default schema: `{table: {rows, sha256}}`.
+    """Row count and a content digest of every table in the default schema:
+    `{table: {rows, sha256, algorithm}}`.
 
-    The digest covers the column names and every row in a canonical text form, read in a fixed
-    order through a server-side cursor, so the same data restored into the same kind of engine
-    gives the same stats and any changed cell, added or removed row changes them.
+    The same data restored into the same kind of engine gives the same stats, and any changed
+    cell, added or removed row changes them. PostgreSQL computes them server-side, in one
+    (parallel) sequential scan per table, because a restore's verification must cost little next
+    to the restore: the SHA-256 of the column names, the row count, and two sums of 64-bit hashes
+    of each row (`hash_record_extended`, the hashes hash partitioning relies on; row order plays
+    no part). Tables with a column type that has no such hash (json, xml, point…) hash each row's
+    text form instead, with every setting that affects it pinned. SQLite: the SHA-256 of every
+    row in a canonical text form, in key order.
     """
     sa_url = parse_url(url)
     if sa_url.get_backend_name() == "sqlite":
@@ -104,24 +109,73 @@ def table_stats(url: str) -> dict[str, dict]:
         engine.dispose()
 
 
+# Settings that change how values print as text, pinned for the transaction that reads stats:
+# the restored database's defaults (time zone above all) may differ from the source's.
+PG_TEXT_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+    "lc_monetary": "C",
+}
+PG_ROW_HASH = (
+    "select count(*), coalesce(sum(hash_record_extended(t, 0)::numeric), 0), "
+    "coalesce(sum(hash_record_extended(t, 1)::numeric), 0) from {table} as t"
+)
+# OFFSET 0 keeps the text of a row from being computed once per hash.
+PG_TEXT_HASH = (
+    "select count(*), coalesce(sum(hashtextextended(x.r, 0)::numeric), 0), "
+    "coalesce(sum(hashtextextended(x.r, 1)::numeric), 0) from {table} as t "
+    "cross join lateral (select t::text as r offset 0) as x"
+)
+PG_ALGORITHMS = {PG_ROW_HASH: "pg-rowhash128", PG_TEXT_HASH: "pg-rowtext-hash128"}
+SQLITE_ALGORITHM = "sqlite-rows-sha256"
+UNDEFINED_FUNCTION = "42883"
+
+
 def _connection_stats(conn: sa.Connection) -> dict[str, dict]:
     inspector = sa.inspect(conn)
     names = [n for n in inspector.get_table_names() if not n.startswith("sqlite_")]
-    return {name: _table_stats(conn, inspector, name) for name in sorted(names)}
+    if conn.dialect.name == "postgresql":
+        for setting, value in PG_TEXT_SETTINGS.items():
+            conn.execute(sa.text("select set_config(:s, :v, true)"), {"s": setting, "v": value})
+        stats = _pg_table_stats
+    else:
+        stats = _table_stats
+    return {name: stats(conn, inspector, name) for name in sorted(names)}
 
 
-def _table_stats(conn: sa.Connection, inspector: sa.Inspector, name: str) -> dict:
+def _columns(inspector: sa.Inspector, name: str) -> list[dict]:
     with warnings.catch_warnings():
         # Unknown types (xml, point…) are expected: they are hashed as the driver returns them.
         warnings.filterwarnings("ignore", "Did not recognize type", sa.exc.SAWarning)
-        columns = inspector.get_columns(name)
+        return inspector.get_columns(name)
+
+
+def _pg_table_stats(conn: sa.Connection, inspector: sa.Inspector, name: str) -> dict:
+    table = conn.dialect.identifier_preparer.quote(name)
+    query = PG_ROW_HASH
+    try:
+        with conn.begin_nested():
+            rows, first, second = conn.execute(sa.text(query.format(table=table))).one()
+    except sa.exc.DBAPIError as exc:
+        if getattr(exc.orig, "pgcode", None) != UNDEFINED_FUNCTION:
+            raise
+        query = PG_TEXT_HASH
+        rows, first, second = conn.execute(sa.text(query.format(table=table))).one()
+    digest = hashlib.sha256(_line([c["name"] for c in _columns(inspector, name)]))
+    digest.update(_line([rows, str(first), str(second)]))
+    return {"rows": rows, "sha256": digest.hexdigest(), "algorithm": PG_ALGORITHMS[query]}
+
+
+def _table_stats(conn: sa.Connection, inspector: sa.Inspector, name: str) -> dict:
+    columns = _columns(inspector, name)
     table = sa.table(name, *[sa.column(c["name"]) for c in columns])
     order_names = inspector.get_pk_constraint(name).get("constrained_columns") or [
         c["name"] for c in columns
     ]
-    types = {c["name"]: c["type"] for c in columns}
-    order_by = [_sort_key(conn.dialect.name, table.c[n], types[n]) for n in order_names]
-    query = sa.select(*table.c).order_by(*order_by)
+    query = sa.select(*table.c).order_by(*[table.c[n] for n in order_names])
 
     digest = hashlib.sha256()
     digest.update(_line([c["name"] for c in columns]))
@@ -130,21 +184,7 @@ def _table_stats(conn: sa.Connection, inspector: sa.Inspector, name: str) -> dic
     for row in result:
         digest.update(_line([_canonical(value) for value in row]))
         rows += 1
-    return {"rows": rows, "sha256": digest.hexdigest()}
-
-
-def _sort_key(dialect: str, column: sa.ColumnClause, type_: Any) -> sa.ColumnElement:
-    if dialect != "postgresql":
-        return column
-    # json, xml and types SQLAlchemy does not know may have no ordering operator in PostgreSQL.
-    if isinstance(type_, sa.types.NullType) or (
-        isinstance(type_, sa.JSON) and not isinstance(type_, postgresql.JSONB)
-    ):
-        return sa.cast(column, sa.Text).collate("C")
-    # The restored database's default collation may differ from the source's: sort bytewise.
-    if isinstance(type_, sa.String) and not isinstance(type_, sa.Enum):
-        return column.collate("C")
-    return column
+    return {"rows": rows, "sha256": digest.hexdigest(), "algorithm": SQLITE_ALGORITHM}
 
 
 def _line(values: list[Any]) -> bytes:

@@ -19,7 +19,7 @@ Parquet columns:
 import json
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +133,12 @@ def export_collection(
     store: BackupStore,
     folder: str,
     batch_size: int = 1000,
+    on_batch: Callable[[list[models.Record]], None] | None = None,
 ) -> tuple[list[StoredFile], dict[str, Any]]:
-    """Write the collection's config and points under `folder`; return the files and details."""
+    """Write the collection's config and points under `folder`; return the files and details.
+
+    `on_batch` sees every batch of points as read from Qdrant (the backup fingerprints a sample).
+    """
     if not client.collection_exists(collection):
         raise ExportError(f"collection {collection!r} does not exist")
     info = client.get_collection(collection)
@@ -163,6 +167,8 @@ def export_collection(
                 if records:
                     writer.write_table(_batch_table(records, layout, schema))
                     points += len(records)
+                    if on_batch is not None:
+                        on_batch(records)
     details = {
         "points": points,
         "vectors": config["config"]["params"]["vectors"],
@@ -177,10 +183,20 @@ def _diff(model_cls, value: dict | None):
     return model_cls(**{k: v for k, v in value.items() if v is not None}) if value else None
 
 
-def create_like(client: QdrantClient, target: str, config: dict[str, Any]) -> None:
-    """Create `target` with the exported configuration, payload indexes included."""
+def create_like(
+    client: QdrantClient,
+    target: str,
+    config: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Create `target` with the exported configuration, payload indexes included.
+
+    The collection's own metadata is restored, with `metadata` added (a DR drill marks its
+    scratch collections so).
+    """
     params = models.CollectionParams(**config["config"]["params"])
     cfg = config["config"]
+    metadata = {**(cfg.get("metadata") or {}), **(metadata or {})}
     client.create_collection(
         target,
         vectors_config=params.vectors,
@@ -193,6 +209,7 @@ def create_like(client: QdrantClient, target: str, config: dict[str, Any]) -> No
         optimizers_config=_diff(models.OptimizersConfigDiff, cfg.get("optimizer_config")),
         wal_config=_diff(models.WalConfigDiff, cfg.get("wal_config")),
         quantization_config=cfg.get("quantization_config"),
+        **({"metadata": metadata} if metadata else {}),
     )
     for field_name, index in (config.get("payload_schema") or {}).items():
         client.create_payload_index(
@@ -200,7 +217,7 @@ def create_like(client: QdrantClient, target: str, config: dict[str, Any]) -> No
         )
 
 
-def _points(table: pa.Table, layout: VectorLayout) -> Iterator[models.PointStruct]:
+def points_of(table: pa.Table, layout: VectorLayout) -> Iterator[models.PointStruct]:
     rows = table.to_pylist()
     for row in rows:
         point_id = row["id_int"] if row["id_int"] is not None else str(uuid.UUID(row["id_uuid"]))
@@ -221,21 +238,27 @@ def _points(table: pa.Table, layout: VectorLayout) -> Iterator[models.PointStruc
 
 
 def restore_collection(
-    client: QdrantClient, store: BackupStore, folder: str, target: str, batch_size: int = 1000
+    client: QdrantClient,
+    store: BackupStore,
+    folder: str,
+    target: str,
+    batch_size: int = 1000,
+    metadata: dict[str, Any] | None = None,
 ) -> int:
     """Create `target` from the export in `folder` and upsert every point; return the count.
 
     Refuses an existing target: a restore never merges into, or overwrites, live data.
+    `metadata` is stored with the new collection before any point is written.
     """
     if client.collection_exists(target):
         raise ExportError(f"restore target {target!r} already exists; choose another name")
     config = store.read_json(posixpath.join(folder, CONFIG_FILE))
     layout = VectorLayout.of(models.CollectionParams(**config["config"]["params"]))
-    create_like(client, target, config)
+    create_like(client, target, config, metadata=metadata)
     restored = 0
     with store.open(posixpath.join(folder, POINTS_FILE)) as source:
         for batch in pq.ParquetFile(source).iter_batches(batch_size=batch_size):
-            points = list(_points(pa.Table.from_batches([batch]), layout))
+            points = list(points_of(pa.Table.from_batches([batch]), layout))
             client.upsert(target, points=points, wait=True)
             restored += len(points)
     return restored

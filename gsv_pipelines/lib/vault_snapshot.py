@@ -7,7 +7,9 @@ checks every member against the archive's own SHA256SUMS: a truncated or garbled
 
 import hashlib
 import json
+import secrets
 import tarfile
+from datetime import UTC, datetime
 from typing import Any
 
 import hvac
@@ -16,9 +18,42 @@ import requests
 
 from gsv_pipelines.lib.store import CHUNK, BackupStore, StoredFile
 
+# A canary, not a secret: a random nonce written just before each snapshot, read back by drills.
+SENTINEL_MOUNT = "secret"
+SENTINEL_PATH = "gsv-dr/sentinel"
+
 
 class VaultSnapshotError(RuntimeError):
     """A raft snapshot could not be taken or does not check out."""
+
+
+def write_sentinel(client: hvac.Client) -> dict[str, Any]:
+    """Write a fresh nonce to the sentinel path; what a restored copy must hold.
+
+    Without a KV v2 mount there or the right to write it, the reason is returned instead (the
+    snapshot is still taken; a drill then cannot read the sentinel back, and says so).
+    """
+    nonce = secrets.token_hex(16)
+    written_at = datetime.now(UTC).isoformat()
+    try:
+        response = client.secrets.kv.v2.create_or_update_secret(
+            path=SENTINEL_PATH,
+            secret={"nonce": nonce, "written_at": written_at},
+            mount_point=SENTINEL_MOUNT,
+        )
+    except (hvac.exceptions.VaultError, requests.RequestException) as exc:
+        return {
+            "mount": SENTINEL_MOUNT,
+            "path": SENTINEL_PATH,
+            "error": f"could not write the sentinel: {type(exc).__name__}",
+        }
+    return {
+        "mount": SENTINEL_MOUNT,
+        "path": SENTINEL_PATH,
+        "version": response["data"]["version"],
+        "nonce": nonce,
+        "written_at": written_at,
+    }
 
 
 def take_snapshot(client: hvac.Client, store: BackupStore, key: str) -> StoredFile:

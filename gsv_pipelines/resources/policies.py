@@ -4,6 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from gsv_pipelines.lib.backup_policy import BackupPolicy, load_backup_policy
+from gsv_pipelines.lib.drill_policy import DrillPolicy, load_drill_policy
 from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
 from gsv_pipelines.lib.scan_policy import ScanPolicy, load_scan_policy
 
@@ -20,6 +21,13 @@ class PoliciesResource(dg.ConfigurableResource):
     scan_policy_path: str | None = Field(
         default=None, description="GSV_SCAN_POLICY; unset: gsv_pipelines/policies/scanning.yaml"
     )
+
+    drill_policy_path: str | None = Field(
+        default=None, description="GSV_DRILL_POLICY; unset: gsv_pipelines/policies/drills.yaml"
+    )
+
+    def drills(self) -> DrillPolicy:
+        return load_drill_policy(self.drill_policy_path)
 
     def backups(self) -> BackupPolicy:
         return load_backup_policy(self.backup_policy_path)

@@ -25,6 +25,13 @@ The contract is Qdrant v1.16.3's, from the qdrant/qdrant repository at tag v1.16
                                            names `<collection>-<peer id>-<UTC time>.snapshot`
 The same shapes hold in docs/redoc/v1.15.x and master (1.19) openapi.json.
 
+Points, for what backups and DR drills read back (the shapes built with qdrant-client's own
+models): each local shard holds 1000 fixed points (4-dim unit vectors, cosine, small payloads)
+served by scroll, retrieve (POST /points), count and query (exact top-k). An upload whose
+checksum is that of a snapshot this fake created recovers that snapshot's collection under the
+uploaded name, with the same points; GET /collections, /exists, PATCH (metadata) and DELETE of
+a collection complete what a drill does with its scratch copy.
+
 Run standalone (the benchmark does, so the server's memory is not the client's):
     python -m tests.services.qdrant_fake --port 6333 --collection agents=0,1 --snapshot-size 1000000
 """
@@ -108,6 +115,29 @@ class _Collection:
     local_shards: list[int]
     shard_count: int
     remote_shards: list[tuple[int, int]] = field(default_factory=list)  # (shard id, peer id)
+    points_of: str = ""  # whose points it holds: itself, or the collection it was recovered from
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+POINTS_PER_SHARD = 1000
+
+
+def fake_points(collection: str, shards: list[int]) -> list[dict[str, Any]]:
+    """The fixed points of a collection: ids shard*1000+i, 4-dim unit vectors, payloads."""
+    rng = random.Random(f"points:{collection}")
+    points = []
+    for shard in shards:
+        for i in range(POINTS_PER_SHARD):
+            vector = [rng.gauss(0, 1) for _ in range(4)]
+            norm = sum(v * v for v in vector) ** 0.5
+            points.append(
+                {
+                    "id": shard * POINTS_PER_SHARD + i,
+                    "vector": [v / norm for v in vector],
+                    "payload": {"shard": shard, "i": i},
+                }
+            )
+    return points
 
 
 class FakeQdrantSnapshotServer:
@@ -257,6 +287,51 @@ class FakeQdrantSnapshotServer:
             with self._lock:
                 self.calls.append(Call(method, path, query, reply.status))
 
+    def points(self, collection: str) -> list[dict[str, Any]]:
+        info = self.collections[collection]
+        return fake_points(info.points_of or collection, info.local_shards)
+
+    def _points_route(
+        self, handler: "_Handler", reply: "_Reply", collection: str, rest: str
+    ) -> None:
+        """POST /points (retrieve), /points/scroll, /points/count, /points/query."""
+        request = json.loads(b"".join(handler.body()) or b"{}")
+        points = self.points(collection)
+
+        def record(point: dict, score: float | None = None) -> dict[str, Any]:
+            out: dict[str, Any] = {"id": point["id"]}
+            if score is not None:
+                out.update(score=score, version=0)
+            if request.get("with_payload"):
+                out["payload"] = point["payload"]
+            if request.get("with_vector"):
+                out["vector"] = point["vector"]
+            return out
+
+        if rest == "/points":
+            wanted = set(request["ids"])
+            reply.ok([record(p) for p in points if p["id"] in wanted])
+        elif rest == "/points/count":
+            reply.ok({"count": len(points)})
+        elif rest == "/points/scroll":
+            start = request.get("offset") or 0
+            limit = request.get("limit") or 10
+            page = [p for p in points if p["id"] >= start][: limit + 1]
+            following = page[limit]["id"] if len(page) > limit else None
+            reply.ok({"points": [record(p) for p in page[:limit]], "next_page_offset": following})
+        elif rest == "/points/query":
+            vector = request["query"]
+            if isinstance(vector, dict):
+                vector = vector["nearest"]
+            scored = sorted(
+                ((sum(a * b for a, b in zip(p["vector"], vector, strict=True)), p) for p in points),
+                key=lambda pair: (-pair[0], pair[1]["id"]),
+            )
+            limit = request.get("limit") or 10
+            reply.ok({"points": [record(p, score) for score, p in scored[:limit]]})
+        else:
+            reply.text(404, "")
+
     def _route(
         self, handler: "_Handler", reply: "_Reply", method: str, path: str, query: dict
     ) -> None:
@@ -281,6 +356,10 @@ class FakeQdrantSnapshotServer:
             )
             reply.text(401, message)
             return
+        if path == "/collections" and method == "GET":
+            handler.drain_body()
+            reply.ok({"collections": [{"name": name} for name in sorted(self.collections)]})
+            return
         match = re.fullmatch(r"/collections/([^/]+)(/.*)?", path)
         if not match:
             handler.drain_body()
@@ -288,10 +367,21 @@ class FakeQdrantSnapshotServer:
             return
         collection, rest = unquote(match.group(1)), match.group(2) or ""
         is_upload = method == "POST" and rest == "/snapshots/upload"
+        if method == "POST" and rest.startswith("/points") and collection in self.collections:
+            self._points_route(handler, reply, collection, rest)
+            return
+        if method == "PATCH" and rest == "" and collection in self.collections:
+            body = json.loads(b"".join(handler.body()) or b"{}")
+            self.collections[collection].metadata.update(body.get("metadata") or {})
+            reply.ok(True)
+            return
         if not is_upload:
             handler.drain_body()
         if is_upload:
             self._upload(handler, reply, collection, query, access)
+            return
+        if method == "GET" and rest == "/exists":
+            reply.ok({"exists": collection in self.collections})
             return
         if collection not in self.collections:
             error = f"Not found: Collection `{collection}` doesn't exist!"
@@ -304,6 +394,11 @@ class FakeQdrantSnapshotServer:
         info = self.collections[collection]
         if method == "GET" and rest == "":
             reply.ok(_collection_info(info))
+            return
+        if method == "DELETE" and rest == "":
+            with self._lock:
+                del self.collections[collection]
+            reply.ok(True)
             return
         if method == "GET" and rest == "/cluster":
             reply.ok(
@@ -409,6 +504,15 @@ class FakeQdrantSnapshotServer:
             return
         with self._lock:
             self.uploads.append(Upload(collection, dict(query), filename, size, digest))
+            # Recovering a snapshot of ours: the collection it was taken of, under this name.
+            source = next((c.collection for c in self.created if c.checksum == digest), None)
+            if source is not None and source in self.collections:
+                taken = self.collections[source]
+                self.collections[collection] = _Collection(
+                    local_shards=list(taken.local_shards),
+                    shard_count=taken.shard_count,
+                    points_of=taken.points_of or source,
+                )
         if query.get("wait", "true") == "false":
             reply.accepted()
         else:
@@ -497,6 +601,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self.server.fake._handle(self, "DELETE")  # type: ignore[attr-defined]
 
+    def do_PATCH(self) -> None:
+        self.server.fake._handle(self, "PATCH")  # type: ignore[attr-defined]
+
 
 def _read_multipart_file(body: Iterator[bytes], boundary: str) -> tuple[str, int, str]:
     """Stream through a multipart body: the `snapshot` part's filename, size and SHA-256.
@@ -563,6 +670,7 @@ def _collection_info(info: "_Collection") -> dict[str, Any]:
                 vectors=models.VectorParams(size=4, distance=models.Distance.COSINE),
                 shard_number=info.shard_count,
             ),
+            metadata=info.metadata or None,
             hnsw_config=models.HnswConfig(m=16, ef_construct=100, full_scan_threshold=10000),
             optimizer_config=models.OptimizersConfig(
                 deleted_threshold=0.2,

@@ -1,6 +1,7 @@
 import dagster as dg
 
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS
+from gsv_pipelines.lib.restore_scratch import PREFIX as SCRATCH_PREFIX
 from gsv_pipelines.lib.settings import load_settings
 from gsv_pipelines.resources.qdrant import QdrantResource
 
@@ -33,7 +34,12 @@ def sensors() -> dg.Definitions:
     )
     def qdrant_collections_sensor(context: dg.SensorEvaluationContext, qdrant: QdrantResource):
         with qdrant.open() as client:
-            present = [c.name for c in client.get_collections().collections]
+            # A DR drill's scratch copies come and go: they are never backed up.
+            present = [
+                c.name
+                for c in client.get_collections().collections
+                if not c.name.startswith(SCRATCH_PREFIX)
+            ]
         known = context.instance.get_dynamic_partitions(COLLECTIONS.name)
         changes = collection_changes(present, known)
         if not changes:
