@@ -55,9 +55,15 @@ def sync_partitions(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[
 
 
 def partition_keys(
-    partitions_def: dg.PartitionsDefinition | None, instance: dg.DagsterInstance
+    partitions_def: dg.PartitionsDefinition | None,
+    instance: dg.DagsterInstance,
+    chosen: list[tuple[dg.PartitionsDefinition, list[str]]] = (),
 ) -> list[str | None]:
-    """The keys a demo runs: today's time partition, crossed with each dynamic key."""
+    """The keys a demo runs: today's time partition, crossed with each dynamic key; or the
+    keys `chosen` for that partitioning."""
+    for chosen_def, keys in chosen:
+        if chosen_def == partitions_def:
+            return list(keys)
     if partitions_def is None:
         return [None]
     if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
@@ -79,11 +85,13 @@ def materialize_all(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     config: dict[dg.AssetKey, dict[str, Any]] | None = None,
+    chosen: list[tuple[dg.PartitionsDefinition, list[str]]] = (),
 ) -> dict[str, Any]:
     """One run per partition key of every executable asset group; the outcome per asset.
 
     Groups of assets that share a partitioning run upstream first; `config` is run config for
-    the assets that take some.
+    the assets that take some; `chosen` names the partition keys to run (in order) for a
+    partitioning, instead of its last one.
     """
     graph = defs.resolve_asset_graph()
     executable = graph.executable_asset_keys
@@ -112,7 +120,7 @@ def materialize_all(
             if key in (config or {})
         }
         run_config = {**QUIET, "ops": ops} if ops else QUIET
-        for partition in partition_keys(partitions_def, instance):
+        for partition in partition_keys(partitions_def, instance, chosen):
             result = job.execute_in_process(
                 instance=instance,
                 partition_key=partition,
@@ -132,8 +140,11 @@ def _rows(graph, keys, partition, result: dg.ExecuteInProcessResult) -> list[dic
         for event in result.get_asset_materialization_events()
     }
     checks: dict[dg.AssetKey, dict[str, bool]] = {}
+    warnings: dict[dg.AssetKey, list[str]] = {}
     for evaluation in result.get_asset_check_evaluations():
         checks.setdefault(evaluation.asset_key, {})[evaluation.check_name] = evaluation.passed
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN:
+            warnings.setdefault(evaluation.asset_key, []).append(evaluation.check_name)
     rows = []
     for key in keys:
         metadata = materialized.get(key)
@@ -144,6 +155,8 @@ def _rows(graph, keys, partition, result: dg.ExecuteInProcessResult) -> list[dic
                 "partition": str(partition) if partition is not None else None,
                 "status": "materialized" if metadata is not None else "failed",
                 "checks": checks.get(key, {}),
+                # Failed checks of WARN severity: alerts (a finding), not a failed pipeline.
+                "warnings": warnings.get(key, []),
                 "metadata": {
                     name: value.value
                     for name, value in (metadata or {}).items()

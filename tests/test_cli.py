@@ -78,6 +78,12 @@ def test_demo_runs_on_embedded_defaults_and_stops_what_it_started(tmp_path):
     assert drill["metadata"]["targets"] == 4 and drill["metadata"]["targets_failed"] == 0
     assert "DR drill qdrant/agent_memory_support_bot: RTO " in result.stdout
     assert "DR drill report (passed): " in result.stdout
+    days = summary["seed"]["usage"]["partitions"]
+    assert len(days) == 7 and summary["seed"]["usage"]["duplicate_deliveries"] > 0
+    billed = [a for a in summary["assets"] if a["asset"] == "usage/billing"]
+    assert [a["partition"] for a in billed] == days  # every seeded day, oldest first
+    assert all(a["status"] == "materialized" for a in billed)
+    assert f"Usage on {days[-1]}" in result.stdout
     assert "summary written to" in result.stdout and "make dev" in result.stdout
     vault_port = int(summary["services"]["vault"]["address"].rsplit(":", 1)[1])
     assert not port_open(vault_port), "the OpenBao dev server outlived the demo"

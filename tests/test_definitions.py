@@ -51,6 +51,7 @@ def test_definitions_load_without_secrets(no_secrets):
         "trivy",
         "registries",
         "workloads",
+        "warehouse",
     }
     assert defs.resolve_sensor_def("automation_condition_sensor")
 

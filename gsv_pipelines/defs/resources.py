@@ -10,6 +10,7 @@ from gsv_pipelines.resources.registries import RegistriesResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
 from gsv_pipelines.resources.trivy import TrivyResource
 from gsv_pipelines.resources.vault import VaultResource
+from gsv_pipelines.resources.warehouse import WarehouseResource
 from gsv_pipelines.resources.workloads import (
     ClusterWorkloadsResource,
     InventoryWorkloadsResource,
@@ -44,6 +45,9 @@ def resources() -> dg.Definitions:
             "backup_store": BackupStoreResource(url=settings.backup_url),
             "platform_db": DatabaseResource(
                 url=_secret(settings, "GSV_PLATFORM_DB_URL") or settings.platform_db_url
+            ),
+            "warehouse": WarehouseResource(
+                url=_secret(settings, "GSV_WAREHOUSE_URL") or settings.warehouse_url
             ),
             "kubernetes": KubernetesResource(),
             # What runs: the cluster's pods in prod, the inventory file locally.

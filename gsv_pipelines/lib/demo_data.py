@@ -136,6 +136,10 @@ def apply_platform_schema(conn: sa.Connection) -> None:
     for statement in "\n".join(lines).split(";"):
         if statement.strip():
             conn.execute(sa.text(statement))
+    # Databases created before received_at existed: add it (at the end, as the schema has it).
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("usage_events")}
+    if "received_at" not in columns:
+        conn.execute(sa.text("ALTER TABLE usage_events ADD COLUMN received_at TIMESTAMP"))
 
 
 def seed_platform_db(url: str) -> dict[str, int]:

@@ -33,7 +33,11 @@ CREATE TABLE IF NOT EXISTS agents (
     name      TEXT NOT NULL
 );
 
--- Raw deliveries: a source may deliver the same event twice, so event_id is not unique here.
+-- Raw deliveries: a source may deliver the same event twice, so event_id is not unique here
+-- (it is unique per source). occurred_at is when the call happened (UTC); received_at when the
+-- platform stored the delivery, later than occurred_at by seconds, or hours for a late event.
+-- received_at is last so that databases created before it existed take it by ALTER TABLE
+-- (gsv_pipelines.lib.demo_data.apply_platform_schema) with the same column order.
 CREATE TABLE IF NOT EXISTS usage_events (
     source       TEXT NOT NULL,
     event_id     TEXT NOT NULL,
@@ -43,7 +47,8 @@ CREATE TABLE IF NOT EXISTS usage_events (
     latency_ms   DOUBLE PRECISION,
     status       TEXT NOT NULL,
     tokens_in    BIGINT,
-    tokens_out   BIGINT
+    tokens_out   BIGINT,
+    received_at  TIMESTAMP
 );
 
 CREATE INDEX IF NOT EXISTS usage_events_occurred_at ON usage_events (occurred_at);

@@ -1,0 +1,349 @@
+"""The `usage` group: per-tenant usage, billing, subscriptions, agent performance and quotas.
+
+The platform database (GSV_PLATFORM_DB_URL) is the source: its tables are external assets, so
+lineage starts there. usage/usage_events deduplicates, validates and rolls up each day's events in
+the source's own SQL; the five aggregates are pandas over those rollups and the reference tables.
+Everything lands in the warehouse (GSV_WAREHOUSE_URL), one day per partition, overwritten in one
+transaction. A run may cover a range of days (the schedule's late-event lookback): each asset then
+writes every day of the range, each in its own transaction, oldest first.
+"""
+
+import warnings
+from collections import Counter
+from datetime import date
+
+import dagster as dg
+
+from gsv_pipelines.defs.usage.partitions import DAILY
+from gsv_pipelines.lib import usage_tables as tables
+from gsv_pipelines.resources.storage import DatabaseResource
+from gsv_pipelines.resources.warehouse import WarehouseResource
+
+OWNERS = ["team:platform"]
+TAGS = {"gsv/domain": "usage"}
+SOURCE_KINDS = {"postgres", "sqlite"}
+# Month-to-date figures of a day read the rollups of up to 30 days before it: a backfill runs a
+# day's aggregates once those days' usage_events are done. The first month's days reach before the
+# partitions' start: allowed (a beta parameter, accepted knowingly).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    MONTH_TO_DATE = dg.TimeWindowPartitionMapping(
+        start_offset=-30, allow_nonexistent_upstream_partitions=True
+    )
+_TYPES = {
+    "date": "date",
+    "text": "string",
+    "int": "int",
+    "float": "float",
+    "money": "decimal(14,2)",
+    "timestamp": "timestamp",
+}
+
+
+def column_schema(table: tables.Table) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                c.name,
+                _TYPES[c.type],
+                description=c.description,
+                constraints=dg.TableColumnConstraints(nullable=c.nullable),
+            )
+            for c in table.columns
+        ]
+    )
+
+
+def _table_metadata(table: tables.Table) -> dict:
+    return {"dagster/column_schema": column_schema(table), "dagster/table_name": table.name}
+
+
+def _source(name: str, description: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        ["usage", f"platform_{name}"],
+        description=f"The platform database's `{name}` table (GSV_PLATFORM_DB_URL). {description}",
+        group_name="usage",
+        owners=OWNERS,
+        kinds=SOURCE_KINDS,
+        tags=TAGS,
+    )
+
+
+platform_usage_events = _source(
+    "usage_events",
+    "Raw deliveries of agent calls: (source, event_id) identifies an event, which a source may "
+    "deliver more than once; occurred_at is when it happened, received_at when it was stored.",
+)
+platform_tenants = _source("tenants", "The marketplace's tenants.")
+platform_agents = _source("agents", "The agents (name, model provider).")
+platform_plans = _source(
+    "plans", "Price plans: monthly price, included calls and tokens, overage prices."
+)
+platform_subscriptions = _source(
+    "subscriptions", "Which tenant is on which plan, from started_at to ended_at."
+)
+
+
+def _days(context: dg.AssetExecutionContext) -> list[date]:
+    return [date.fromisoformat(key) for key in context.partition_keys]
+
+
+def _rows_metadata(rows_by_day: dict[date, dict[str, int]], table: tables.Table) -> dict:
+    return {
+        "dagster/row_count": dg.MetadataValue.int(sum(r[table.name] for r in rows_by_day.values())),
+        "days": dg.MetadataValue.int(len(rows_by_day)),
+    }
+
+
+@dg.asset(
+    key=["usage", "usage_events"],
+    group_name="usage",
+    partitions_def=DAILY,
+    deps=[platform_usage_events, platform_tenants, platform_agents],
+    owners=OWNERS,
+    kinds={"postgres", "sql", "pandas"},
+    tags=TAGS,
+    metadata=_table_metadata(tables.EVENT_ROLLUP),
+)
+def usage_events(
+    context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """The day's usage events: deduplicated on (source, event_id), validated, rolled up.
+
+    Of an event's deliveries the first received counts. An event that breaks a rule (unknown
+    tenant, agent or status; missing or out-of-range latency; negative tokens) is quarantined in
+    `usage_quarantine` with the first rule it breaks, and counted apart: never dropped silently.
+    Valid events go to `usage_event_rollup` (per tenant, agent, status) and `usage_latency_sketch`
+    (per agent, mergeable latency buckets); `usage_event_stats` records what the source held.
+    The aggregation runs in the platform database's SQL; only aggregates leave it.
+    """
+    import pandas as pd
+
+    from gsv_pipelines.lib import usage_extract
+
+    totals: Counter = Counter()
+    reasons: Counter = Counter()
+    rows_by_day, seconds = {}, 0.0
+    for day in _days(context):
+        extract = usage_extract.extract_day(platform_db.url, day)
+        stats = pd.DataFrame([{"day": day, **extract.stats}])
+        rows_by_day[day] = warehouse.write_partition(
+            day,
+            {
+                tables.EVENT_ROLLUP: extract.rollup,
+                tables.LATENCY_SKETCH: extract.sketch,
+                tables.QUARANTINE: extract.quarantine,
+                tables.EVENT_STATS: stats,
+            },
+        )
+        counts = {k: v for k, v in extract.stats.items() if isinstance(v, int)}
+        totals.update(counts)
+        reasons.update(extract.quarantined_by_reason)
+        seconds += extract.seconds
+        context.log.info(
+            f"{day}: {counts['deliveries']} deliveries, {counts['events']} events "
+            f"({counts['duplicate_deliveries']} duplicate deliveries), "
+            f"{counts['valid_events']} valid, {counts['late_deliveries']} late deliveries"
+        )
+        if extract.quarantined_by_reason:
+            context.log.warning(
+                f"{day}: {counts['quarantined_events']} events quarantined in usage_quarantine: "
+                + ", ".join(f"{k} {v}" for k, v in extract.quarantined_by_reason.items())
+            )
+    return dg.MaterializeResult(
+        metadata={
+            **_rows_metadata(rows_by_day, tables.EVENT_ROLLUP),
+            **{name: dg.MetadataValue.int(value) for name, value in sorted(totals.items())},
+            "quarantined_by_reason": dg.MetadataValue.json(dict(sorted(reasons.items()))),
+            "sketch_rows": dg.MetadataValue.int(
+                sum(r[tables.LATENCY_SKETCH.name] for r in rows_by_day.values())
+            ),
+            "extract_seconds": dg.MetadataValue.float(round(seconds, 3)),
+        }
+    )
+
+
+def _aggregate(
+    context: dg.AssetExecutionContext,
+    platform_db: DatabaseResource,
+    warehouse: WarehouseResource,
+    table: tables.Table,
+    compute,
+) -> dg.MaterializeResult:
+    """Compute `table` for each day of the run and write it; metadata from the frames."""
+    from gsv_pipelines.lib import usage_extract
+
+    reference = usage_extract.read_reference(platform_db.url)
+    rows_by_day, frames = {}, []
+    for day in _days(context):
+        frame = compute(day, reference)
+        rows_by_day[day] = warehouse.write_partition(day, {table: frame})
+        frames.append(frame)
+        context.log.info(f"{day}: {len(frame)} rows in {table.name}")
+    return dg.MaterializeResult(
+        metadata={**_rows_metadata(rows_by_day, table), **_figures(table, frames[-1])}
+    )
+
+
+def _figures(table: tables.Table, frame) -> dict:
+    """A few figures of the last day, for the UI's plots."""
+    if frame.empty:
+        return {}
+    sums = {
+        tables.TENANT_USAGE.name: ("calls", "tokens", "errors"),
+        tables.AGENT_PERFORMANCE.name: ("calls", "errors"),
+        tables.BILLING.name: ("amount_mtd", "overage_fee_mtd"),
+        tables.SUBSCRIPTION_METRICS.name: ("active", "new", "churned", "mrr"),
+        tables.QUOTA_STATUS.name: (),
+    }[table.name]
+    figures = {}
+    for column in sums:
+        value = frame[column].sum()
+        figures[column] = (
+            dg.MetadataValue.float(round(float(value), 2))
+            if frame[column].dtype.kind == "f"
+            else dg.MetadataValue.int(int(value))
+        )
+    if table is tables.QUOTA_STATUS:
+        figures["tenants_over_quota"] = dg.MetadataValue.int(int((frame["level"] >= 100).sum()))
+        figures["thresholds_crossed"] = dg.MetadataValue.int(int(frame["crossed"].notna().sum()))
+    return figures
+
+
+def _month_rollup(warehouse: WarehouseResource, day: date):
+    from gsv_pipelines.lib.usage_metrics import month_start
+
+    return warehouse.read(tables.EVENT_ROLLUP, month_start(day), day)
+
+
+_USAGE_DEP = dg.AssetDep(["usage", "usage_events"], partition_mapping=MONTH_TO_DATE)
+
+
+@dg.asset(
+    key=["usage", "tenant_usage"],
+    group_name="usage",
+    partitions_def=DAILY,
+    deps=[_USAGE_DEP, platform_tenants],
+    owners=OWNERS,
+    kinds={"pandas", "postgres"},
+    tags=TAGS,
+    metadata=_table_metadata(tables.TENANT_USAGE),
+)
+def tenant_usage(
+    context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Per tenant and day: calls, errors and error rate, tokens in and out, agents used, mean
+    latency, and calls and tokens month to date (table `tenant_usage`)."""
+    from gsv_pipelines.lib import usage_metrics
+
+    def compute(day, reference):
+        return usage_metrics.tenant_usage(day, _month_rollup(warehouse, day), reference["tenants"])
+
+    return _aggregate(context, platform_db, warehouse, tables.TENANT_USAGE, compute)
+
+
+@dg.asset(
+    key=["usage", "agent_performance"],
+    group_name="usage",
+    partitions_def=DAILY,
+    deps=[_USAGE_DEP, platform_agents],
+    owners=OWNERS,
+    kinds={"pandas", "postgres"},
+    tags=TAGS,
+    metadata=_table_metadata(tables.AGENT_PERFORMANCE),
+)
+def agent_performance(
+    context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Per agent and day: calls, errors, timeouts, error rate, mean and p50/p95/p99 latency,
+    tokens, tenants; month to date: calls, error rate and p50/p95/p99 from the merged daily
+    latency sketches (no raw event is re-read; within 1% of the exact percentile). Table
+    `agent_performance`."""
+    from gsv_pipelines.lib import usage_metrics
+
+    def compute(day, reference):
+        sketch = warehouse.read(tables.LATENCY_SKETCH, usage_metrics.month_start(day), day)
+        return usage_metrics.agent_performance(
+            day, _month_rollup(warehouse, day), sketch, reference["agents"]
+        )
+
+    return _aggregate(context, platform_db, warehouse, tables.AGENT_PERFORMANCE, compute)
+
+
+@dg.asset(
+    key=["usage", "billing"],
+    group_name="usage",
+    partitions_def=DAILY,
+    deps=[_USAGE_DEP, platform_plans, platform_subscriptions],
+    owners=OWNERS,
+    kinds={"pandas", "postgres"},
+    tags=TAGS,
+    metadata=_table_metadata(tables.BILLING),
+)
+def billing(
+    context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Per tenant, month to date at each day: base fee prorated by day and plan, calls and tokens
+    beyond the plan's included amounts at its overage prices, amount due so far (table
+    `billing`). A mid-month plan change bills each day at that day's plan; the whole month's
+    usage counts against the latest plan's allowance."""
+    from gsv_pipelines.lib import usage_metrics
+
+    def compute(day, reference):
+        return usage_metrics.billing(
+            day, _month_rollup(warehouse, day), reference["subscriptions"], reference["plans"]
+        )
+
+    return _aggregate(context, platform_db, warehouse, tables.BILLING, compute)
+
+
+@dg.asset(
+    key=["usage", "subscription_metrics"],
+    group_name="usage",
+    partitions_def=DAILY,
+    deps=[platform_plans, platform_subscriptions],
+    owners=OWNERS,
+    kinds={"pandas", "postgres"},
+    tags=TAGS,
+    metadata=_table_metadata(tables.SUBSCRIPTION_METRICS),
+)
+def subscription_metrics(
+    context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Per plan and day: active subscriptions at the day's start and end, new customers, churned
+    ones, moves between plans, churn rate (churned / active at start), MRR and ARPU (table
+    `subscription_metrics`)."""
+    from gsv_pipelines.lib import usage_metrics
+
+    def compute(day, reference):
+        return usage_metrics.subscription_metrics(
+            day, reference["subscriptions"], reference["plans"]
+        )
+
+    return _aggregate(context, platform_db, warehouse, tables.SUBSCRIPTION_METRICS, compute)
+
+
+@dg.asset(
+    key=["usage", "quota_status"],
+    group_name="usage",
+    partitions_def=DAILY,
+    deps=[_USAGE_DEP, platform_plans, platform_subscriptions],
+    owners=OWNERS,
+    kinds={"pandas", "postgres"},
+    tags=TAGS,
+    metadata=_table_metadata(tables.QUOTA_STATUS),
+)
+def quota_status(
+    context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Per tenant with a plan: calls and tokens month to date against the plan's included
+    amounts, the highest of the 80/100/120% thresholds reached, and the threshold first crossed
+    that day, so each is reported once a month (table `quota_status`)."""
+    from gsv_pipelines.lib import usage_metrics
+
+    def compute(day, reference):
+        return usage_metrics.quota_status(
+            day, _month_rollup(warehouse, day), reference["subscriptions"], reference["plans"]
+        )
+
+    return _aggregate(context, platform_db, warehouse, tables.QUOTA_STATUS, compute)

@@ -1,0 +1,162 @@
+"""Checks beside the usage assets: reconciliation with the source, and the two usage alerts.
+
+In an asset's run they judge that run's days (a partition, or the schedule's range); run on their
+own they judge the last partition. HighErrorRate and QuotaExceeded are alerts about the platform,
+not failures of the pipeline: they fail with severity WARN and do not block anything.
+"""
+
+from datetime import date
+
+import dagster as dg
+
+from gsv_pipelines.defs.usage.assets import agent_performance, quota_status, usage_events
+from gsv_pipelines.defs.usage.partitions import DAILY
+from gsv_pipelines.lib import usage_tables as tables
+from gsv_pipelines.resources.storage import DatabaseResource
+from gsv_pipelines.resources.warehouse import WarehouseResource
+
+EVENTS_RECONCILED = "events_reconciled"
+AGENT_ERROR_RATE = "agent_error_rate"
+QUOTA_EXCEEDED = "quota_exceeded"
+
+
+def run_days(context: dg.AssetCheckExecutionContext) -> list[date]:
+    """The days the run covers: its partition, its partition range, or the last partition."""
+    tags = context.run.tags
+    if tags.get("dagster/partition"):
+        return [date.fromisoformat(tags["dagster/partition"])]
+    first = tags.get("dagster/asset_partition_range_start")
+    last = tags.get("dagster/asset_partition_range_end")
+    if first and last:
+        keys = DAILY.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
+    else:
+        keys = [k for k in [DAILY.get_last_partition_key()] if k]
+    return [date.fromisoformat(k) for k in keys]
+
+
+@dg.asset_check(
+    asset=usage_events,
+    name=EVENTS_RECONCILED,
+    blocking=True,
+    description="Events counted (valid in usage_event_rollup + quarantined) equal the distinct "
+    "(source, event_id) the source holds for the day, up to the latest delivery the extraction "
+    "saw: nothing double-counted, nothing lost.",
+)
+def events_reconciled(
+    context: dg.AssetCheckExecutionContext,
+    platform_db: DatabaseResource,
+    warehouse: WarehouseResource,
+) -> dg.AssetCheckResult:
+    import pandas as pd
+
+    from gsv_pipelines.lib.usage_extract import reconcile_count
+
+    problems, counted_total, source_total = [], 0, 0
+    days = run_days(context)
+    for day in days:
+        stats = warehouse.read(tables.EVENT_STATS, day, day)
+        if stats.empty:
+            problems.append(f"{day}: no extraction recorded")
+            continue
+        rollup = warehouse.read(tables.EVENT_ROLLUP, day, day)
+        quarantine = warehouse.read(tables.QUARANTINE, day, day)
+        counted = int(rollup["events"].sum()) + len(quarantine)
+        recorded = int(stats["events"].iloc[0])
+        through = stats["received_through"].iloc[0]
+        source = reconcile_count(
+            platform_db.url, day, None if pd.isna(through) else through.to_pydatetime()
+        )
+        counted_total += counted
+        source_total += source
+        if not counted == recorded == source:
+            problems.append(
+                f"{day}: {counted} events in the warehouse, {recorded} recorded by the "
+                f"extraction, {source} distinct in the source"
+            )
+    return dg.AssetCheckResult(
+        passed=bool(days) and not problems,
+        description="; ".join(problems)
+        or f"{len(days)} day(s): {counted_total} events counted = distinct events in the source",
+        metadata={
+            "days_checked": dg.MetadataValue.int(len(days)),
+            "events_counted": dg.MetadataValue.int(counted_total),
+            "source_distinct_events": dg.MetadataValue.int(source_total),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=agent_performance,
+    name=AGENT_ERROR_RATE,
+    description="HighErrorRate: no agent fails (error or timeout) more than the usage policy's "
+    "max_error_rate (5%) of its calls in a day, counting agents with at least min_calls (100).",
+)
+def agent_error_rate(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    from gsv_pipelines.lib.usage_policy import load_usage_policy
+
+    policy = load_usage_policy()
+    days = run_days(context)
+    frame = warehouse.read(tables.AGENT_PERFORMANCE, min(days), max(days)) if days else None
+    if frame is None or frame.empty:
+        return dg.AssetCheckResult(passed=True, description="no agent calls in these days")
+    eligible = frame[frame["calls"] >= policy.min_calls]
+    high = eligible[eligible["error_rate"] > policy.max_error_rate]
+    alerts = [
+        f"HighErrorRate {r.agent_id} on {r.day}: {r.error_rate:.1%} of {r.calls} calls failed"
+        for r in high.sort_values(["day", "agent_id"]).itertuples()
+    ]
+    return dg.AssetCheckResult(
+        passed=not alerts,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(alerts)
+        or f"{len(eligible)} agent-day(s) with >= {policy.min_calls} calls, all at or under "
+        f"{policy.max_error_rate:.0%} errors",
+        metadata={
+            "agents_checked": dg.MetadataValue.int(len(eligible)),
+            "agents_over": dg.MetadataValue.int(len(high)),
+            "max_error_rate": dg.MetadataValue.float(
+                round(float(eligible["error_rate"].max()), 4) if len(eligible) else 0.0
+            ),
+            "threshold": dg.MetadataValue.float(policy.max_error_rate),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=quota_status,
+    name=QUOTA_EXCEEDED,
+    description="QuotaExceeded: no tenant first reaches the usage policy's quota_alert_pct "
+    "(100%) of its plan's included calls or tokens this month on these days (each threshold "
+    "alerts once a month, on the day it is crossed).",
+)
+def quota_exceeded(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    from gsv_pipelines.lib.usage_policy import load_usage_policy
+
+    policy = load_usage_policy()
+    days = run_days(context)
+    frame = warehouse.read(tables.QUOTA_STATUS, min(days), max(days)) if days else None
+    if frame is None or frame.empty:
+        return dg.AssetCheckResult(passed=True, description="no tenant with a plan")
+    crossed = frame[frame["crossed"].notna() & (frame["crossed"] >= policy.quota_alert_pct)]
+    alerts = [
+        f"QuotaExceeded {r.tenant_id} ({r.plan_id}) on {r.day}: {r.usage_pct:.1f}% of the "
+        f"included usage, crossed {int(r.crossed)}%"
+        for r in crossed.sort_values(["day", "tenant_id"]).itertuples()
+    ]
+    over = frame[frame["level"] >= policy.quota_alert_pct]
+    return dg.AssetCheckResult(
+        passed=not alerts,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(alerts)
+        or f"no tenant newly at or over {policy.quota_alert_pct}% "
+        f"({over['tenant_id'].nunique()} already over this month)",
+        metadata={
+            "tenants_checked": dg.MetadataValue.int(int(frame["tenant_id"].nunique())),
+            "newly_over_quota": dg.MetadataValue.int(len(crossed)),
+            "over_quota": dg.MetadataValue.int(int(over["tenant_id"].nunique())),
+        },
+    )
