@@ -1,5 +1,6 @@
 import dagster as dg
 
+from gsv_pipelines.defs.automation import schedule_status
 from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup, vault_snapshot
 from gsv_pipelines.defs.backups.checks import (
     platform_db_backup_fresh,
@@ -7,7 +8,6 @@ from gsv_pipelines.defs.backups.checks import (
     vault_snapshot_fresh,
 )
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS
-from gsv_pipelines.lib.settings import load_settings
 
 qdrant_backup_job = dg.define_asset_job(
     "qdrant_backup_job",
@@ -35,11 +35,7 @@ backup_freshness_job = dg.define_asset_job(
 
 @dg.definitions
 def schedules() -> dg.Definitions:
-    status = (
-        dg.DefaultScheduleStatus.RUNNING
-        if load_settings().is_prod
-        else dg.DefaultScheduleStatus.STOPPED
-    )
+    status = schedule_status()
 
     @dg.schedule(
         job=qdrant_backup_job,

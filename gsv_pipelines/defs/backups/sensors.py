@@ -1,8 +1,8 @@
 import dagster as dg
 
+from gsv_pipelines.defs.automation import sensor_status
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS
 from gsv_pipelines.lib.restore_scratch import PREFIX as SCRATCH_PREFIX
-from gsv_pipelines.lib.settings import load_settings
 from gsv_pipelines.resources.qdrant import QdrantResource
 
 
@@ -21,14 +21,11 @@ def collection_changes(
 
 @dg.definitions
 def sensors() -> dg.Definitions:
-    running = load_settings().is_prod
 
     @dg.sensor(
         name="qdrant_collections_sensor",
         minimum_interval_seconds=300,
-        default_status=dg.DefaultSensorStatus.RUNNING
-        if running
-        else dg.DefaultSensorStatus.STOPPED,
+        default_status=sensor_status(),
         description="Keeps one partition of backups/qdrant_backup per Qdrant collection: adds "
         "new collections, retires those that disappeared (their backups stay in the store).",
     )

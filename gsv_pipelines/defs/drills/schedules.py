@@ -1,7 +1,7 @@
 import dagster as dg
 
+from gsv_pipelines.defs.automation import schedule_status
 from gsv_pipelines.defs.drills.assets import dr_drill, dr_report
-from gsv_pipelines.lib.settings import load_settings
 
 dr_drill_job = dg.define_asset_job(
     "dr_drill_job",
@@ -13,11 +13,7 @@ dr_drill_job = dg.define_asset_job(
 
 @dg.definitions
 def schedules() -> dg.Definitions:
-    status = (
-        dg.DefaultScheduleStatus.RUNNING
-        if load_settings().is_prod
-        else dg.DefaultScheduleStatus.STOPPED
-    )
+    status = schedule_status()
 
     @dg.schedule(
         job=dr_drill_job,

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from gsv_pipelines.defs.automation import schedule_status
 from gsv_pipelines.lib import rotation, vault_kv
 from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
 from gsv_pipelines.lib.settings import load_settings
@@ -216,11 +217,7 @@ def build_rotation_defs(policy: RotationPolicy) -> dg.Definitions:
         selection=dg.AssetSelection.assets(secret_inventory),
         description="Refresh the inventory of secrets and check their ages.",
     )
-    status = (
-        dg.DefaultScheduleStatus.RUNNING
-        if load_settings().is_prod
-        else dg.DefaultScheduleStatus.STOPPED
-    )
+    status = schedule_status()
 
     @dg.schedule(
         job=rotation_job,

@@ -6,8 +6,8 @@ import time
 
 import dagster as dg
 
+from gsv_pipelines.defs.automation import sensor_status
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
-from gsv_pipelines.lib.settings import load_settings
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.storage import BackupStoreResource
 from gsv_pipelines.resources.trivy import TrivyResource
@@ -129,13 +129,4 @@ def build_image_rescan_sensor(
 
 @dg.definitions
 def rescan_sensors() -> dg.Definitions:
-    running = load_settings().is_prod
-    return dg.Definitions(
-        sensors=[
-            build_image_rescan_sensor(
-                default_status=dg.DefaultSensorStatus.RUNNING
-                if running
-                else dg.DefaultSensorStatus.STOPPED
-            )
-        ]
-    )
+    return dg.Definitions(sensors=[build_image_rescan_sensor(default_status=sensor_status())])

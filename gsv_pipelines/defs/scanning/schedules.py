@@ -1,7 +1,7 @@
 import dagster as dg
 
+from gsv_pipelines.defs.automation import schedule_status
 from gsv_pipelines.defs.scanning.deployed import deployed_images, image_risk_report
-from gsv_pipelines.lib.settings import load_settings
 
 deployed_images_job = dg.define_asset_job(
     "deployed_images_job",
@@ -12,11 +12,7 @@ deployed_images_job = dg.define_asset_job(
 
 @dg.definitions
 def schedules() -> dg.Definitions:
-    status = (
-        dg.DefaultScheduleStatus.RUNNING
-        if load_settings().is_prod
-        else dg.DefaultScheduleStatus.STOPPED
-    )
+    status = schedule_status()
     # 06:00 UTC, today's partition (the daily partitions end today): after trivy_db's 01:00
     # refresh, so the rescans image_rescan_sensor asked for have had hours to run.
     deployed_images_schedule = dg.build_schedule_from_partitioned_job(

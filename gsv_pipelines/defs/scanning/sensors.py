@@ -4,11 +4,11 @@ import time
 
 import dagster as dg
 
+from gsv_pipelines.defs.automation import sensor_status
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.lib.push_watch import dump_cursor, load_cursor, watch
 from gsv_pipelines.lib.registries import RegistryConfig
 from gsv_pipelines.lib.registry_client import TIMEOUT, RegistryClient
-from gsv_pipelines.lib.settings import load_settings
 from gsv_pipelines.resources.registries import RegistriesResource
 from gsv_pipelines.resources.vault import VaultResource
 
@@ -101,13 +101,4 @@ def build_image_push_sensor(
 
 @dg.definitions
 def sensors() -> dg.Definitions:
-    running = load_settings().is_prod
-    return dg.Definitions(
-        sensors=[
-            build_image_push_sensor(
-                default_status=dg.DefaultSensorStatus.RUNNING
-                if running
-                else dg.DefaultSensorStatus.STOPPED
-            )
-        ]
-    )
+    return dg.Definitions(sensors=[build_image_push_sensor(default_status=sensor_status())])
