@@ -84,6 +84,13 @@ path "sys/storage/raft/snapshot" {
   capabilities = ["read"]
 }
 
+# Just before each snapshot the backup writes a fresh nonce to the DR sentinel; a drill reads
+# it back from the restored copy to prove the snapshot holds the data. That one path only, and
+# no read: the drill reads it from the scratch copy, not from here.
+path "secret/data/gsv-dr/sentinel" {
+  capabilities = ["create", "update"]
+}
+
 # --- Its own token ----------------------------------------------------------------------------
 # Checking the token at start-up, and keeping a long run's token alive. Listed here so that
 # the policy works on its own, with or without Vault's `default` policy attached.

@@ -24,7 +24,7 @@ import requests
 
 from gsv_pipelines.lib import vault_kv
 from gsv_pipelines.lib.store import BackupStore
-from gsv_pipelines.lib.vault_snapshot import check_archive, take_snapshot
+from gsv_pipelines.lib.vault_snapshot import check_archive, take_snapshot, write_sentinel
 
 POLICY_FILE = Path(__file__).resolve().parents[2] / "deploy" / "vault" / "gsv-pipelines.hcl"
 POLICY = "gsv-pipelines"
@@ -42,6 +42,7 @@ EXPECTED_RULES = {
     "transit/encrypt/*": {"update"},
     "transit/decrypt/*": {"update"},
     "sys/storage/raft/snapshot": {"read"},
+    "secret/data/gsv-dr/sentinel": {"create", "update"},
     "auth/token/lookup-self": {"read"},
     "auth/token/renew-self": {"update"},
 }
@@ -286,3 +287,27 @@ def test_a_raft_snapshot_is_taken_but_cannot_be_restored(openbao_raft, tmp_path)
             timeout=30,
         )
     assert_forbidden(restore)
+
+
+def test_the_dr_sentinel_is_written_before_a_snapshot_and_nothing_beside_it(openbao_raft):
+    root = hvac.Client(url=openbao_raft.addr, token=openbao_raft.token)
+    client = hvac.Client(url=openbao_raft.addr, token=install_policy(root))
+    written = write_sentinel(client)
+    assert "error" not in written and written["version"] >= 1
+    assert (
+        root.secrets.kv.v2.read_secret_version(
+            path="gsv-dr/sentinel", mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]["nonce"]
+        == written["nonce"]
+    )
+    headers = {"X-Vault-Token": client.token}
+    for method, where in [
+        ("GET", "secret/data/gsv-dr/sentinel"),
+        ("POST", "secret/data/gsv-dr/other"),
+        ("DELETE", "secret/metadata/gsv-dr/sentinel"),
+    ]:
+        body = {"data": {"x": "y"}} if method == "POST" else None
+        response = requests.request(
+            method, f"{openbao_raft.addr}/v1/{where}", headers=headers, json=body, timeout=10
+        )
+        assert_forbidden(response)
