@@ -12,8 +12,9 @@ malformed rows), written by COPY, then VACUUM ANALYZE.
   duplicate deliveries (first received), drop invalid rows, groupby tenant and agent with exact
   quantiles. Fresh process; wall time and VmHWM.
 - postgres_sql: PostgreSQL computing the same per-agent and per-tenant aggregates in one statement
-  (DISTINCT ON for the first delivery, the same validity rules, percentile_cont for p50/p95/p99),
-  with the session settings the pipeline uses (work_mem 256MB, jit off).
+  (REFERENCE_SQL: the first delivery by a parallel hash anti-join, the same validity rules,
+  percentile_cont for p50/p95/p99), as an expert would write it: the fastest of the formulations
+  measured, with work_mem 1GB and PostgreSQL's default parallel workers.
 
 The three results are compared: calls, errors and tokens per agent and tenant must be equal, and
 the pipeline's sketch percentiles within 1% of the exact nearest-rank ones (percentile_disc, in an
@@ -36,31 +37,51 @@ ROOT = Path(__file__).resolve().parent.parent
 DAY = date(2026, 3, 9)  # a Monday: the simulator's weekly factor is 1.0
 EVENTS = int(os.environ.get("GSV_BENCH_USAGE_EVENTS", "10000000"))
 GOALS = {"speedup_vs_naive": 10.0, "vs_postgres_sql": 1.0, "peak_rss_mib": 1024}
-WINDOW = "occurred_at >= '2026-03-09' AND occurred_at < '2026-03-10'"
-VALID = """tenant_id IN (SELECT tenant_id FROM tenants)
-    AND agent_id IN (SELECT agent_id FROM agents)
-    AND status IN ('ok', 'error', 'timeout') AND latency_ms >= 0 AND latency_ms <= 3600000
-    AND coalesce(tokens_in, 0) >= 0 AND coalesce(tokens_out, 0) >= 0"""
+
+
+def window(alias: str) -> str:
+    return f"{alias}.occurred_at >= '2026-03-09' AND {alias}.occurred_at < '2026-03-10'"
+
+
+# What an expert writes, the fastest of those measured at 9.5M deliveries (2 cores): the former
+# DISTINCT ON (source, event_id) of every column took 173 s (a sort led by the 3-value `source`,
+# text compared through strcoll under C.UTF-8); deduplicating by row_number() takes 7.7 s alone,
+# by a parallel hash anti-join 5.8 s (used; the ctid settles deliveries received at the same
+# instant); one GROUPING SETS statement 19 s, this 17-18 s. percentile_cont per agent over a sort
+# under the C collation; tenants by hash aggregate. Session: work_mem 1GB (the anti-join's hash
+# table, ~1 GB, in one batch), the default 2 parallel workers, JIT off (it compiles for longer
+# than it saves here).
 REFERENCE_SQL = f"""
-WITH firsts AS MATERIALIZED (
-    SELECT DISTINCT ON (source, event_id) *
-    FROM usage_events WHERE {WINDOW}
-    ORDER BY source, event_id, coalesce(received_at, occurred_at)
-), valid AS MATERIALIZED (
-    SELECT * FROM firsts WHERE {VALID}
+WITH valid AS (
+    SELECT e.tenant_id, e.agent_id, e.status, e.latency_ms, e.tokens_in, e.tokens_out
+    FROM usage_events AS e
+    WHERE {window("e")}
+      AND NOT EXISTS (
+          SELECT 1 FROM usage_events AS d
+          WHERE d.source = e.source AND d.event_id = e.event_id
+            AND {window("d")}
+            AND (coalesce(d.received_at, d.occurred_at), d.ctid)
+                < (coalesce(e.received_at, e.occurred_at), e.ctid)
+      )
+      AND e.tenant_id IN (SELECT tenant_id FROM tenants)
+      AND e.agent_id IN (SELECT agent_id FROM agents)
+      AND e.status IN ('ok', 'error', 'timeout')
+      AND e.latency_ms >= 0 AND e.latency_ms <= 3600000
+      AND coalesce(e.tokens_in, 0) >= 0 AND coalesce(e.tokens_out, 0) >= 0
 )
-SELECT 'agent' AS kind, agent_id AS id, count(*) AS calls,
+SELECT 'agent' AS kind, agent_id COLLATE "C" AS id, count(*) AS calls,
        count(*) FILTER (WHERE status <> 'ok') AS errors,
        sum(coalesce(tokens_in, 0)) AS tokens_in, sum(coalesce(tokens_out, 0)) AS tokens_out,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99
-FROM valid GROUP BY agent_id
+FROM valid GROUP BY agent_id COLLATE "C"
 UNION ALL
 SELECT 'tenant', tenant_id, count(*), count(*) FILTER (WHERE status <> 'ok'),
        sum(coalesce(tokens_in, 0)), sum(coalesce(tokens_out, 0)), NULL, NULL, NULL
 FROM valid GROUP BY tenant_id
 """
+REFERENCE_SESSION = ("SET work_mem = '1GB'", "SET jit = off")
 
 CHILD = r"""
 import json, sys, time
@@ -79,6 +100,7 @@ if mode == "pipeline":
     from gsv_pipelines.defs.usage import assets, checks
     from gsv_pipelines.lib import usage_tables as tables
     from gsv_pipelines.lib.usage_warehouse import read
+    from gsv_pipelines.resources.policies import PoliciesResource
     from gsv_pipelines.resources.storage import DatabaseResource
     from gsv_pipelines.resources.warehouse import WarehouseResource
     import pandas, pandera.pandas, sqlalchemy  # imported by the run anyway: not timed
@@ -89,7 +111,7 @@ if mode == "pipeline":
         checks.events_reconciled, checks.agent_error_rate, checks.quota_exceeded,
     ]
     resources = {"platform_db": DatabaseResource(url=source),
-                 "warehouse": WarehouseResource(url=warehouse)}
+                 "warehouse": WarehouseResource(url=warehouse), "policies": PoliciesResource()}
     with dg.instance_for_test() as instance:
         start = time.perf_counter()
         result = dg.materialize(selection, partition_key=day, instance=instance,
@@ -164,7 +186,8 @@ def _nearest_rank(source: str) -> dict:
     engine = sa.create_engine(source)
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text("SET work_mem = '256MB'"))
+            for setting in REFERENCE_SESSION:
+                conn.execute(sa.text(setting))
             rows = conn.execute(sa.text(sql)).all()
     finally:
         engine.dispose()
@@ -178,8 +201,8 @@ def _reference(source: str) -> tuple[float, dict]:
     engine = sa.create_engine(source)
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text("SET work_mem = '256MB'"))
-            conn.execute(sa.text("SET jit = off"))
+            for setting in REFERENCE_SESSION:
+                conn.execute(sa.text(setting))
             start = time.perf_counter()
             rows = conn.execute(sa.text(REFERENCE_SQL)).all()
             seconds = time.perf_counter() - start

@@ -65,6 +65,7 @@ def resources() -> dg.Definitions:
                 rotation_policy_path=_text(settings.rotation_policy),
                 drill_policy_path=_text(settings.drill_policy),
                 scan_policy_path=_text(settings.scan_policy),
+                usage_policy_path=_text(settings.usage_policy),
             ),
         }
     )

@@ -54,6 +54,7 @@ class Settings:
     rotation_policy: Path | None
     scan_policy: Path | None
     drill_policy: Path | None
+    usage_policy: Path | None
     image_inventory: Path
     vault_k8s_role: str | None
     # Names (never values) of the credential variables that are set, so resources bind only those.
@@ -100,6 +101,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rotation_policy=_path(get("GSV_ROTATION_POLICY")),
         scan_policy=_path(get("GSV_SCAN_POLICY")),
         drill_policy=_path(get("GSV_DRILL_POLICY")),
+        usage_policy=_path(get("GSV_USAGE_POLICY")),
         image_inventory=_path(get("GSV_IMAGE_INVENTORY")) or data_dir / "deployed-images.yaml",
         vault_k8s_role=get("VAULT_K8S_ROLE"),
         secrets_set=frozenset(name for name in SECRET_VARIABLES if get(name)),

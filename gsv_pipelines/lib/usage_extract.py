@@ -4,13 +4,19 @@ An event is (source, event_id); of its deliveries the first received counts (tie
 row). Validation then applies the REASONS rules in order to that delivery; an event that breaks
 one is quarantined with the first rule it breaks, and counted apart, never dropped.
 
-Only aggregates leave the platform database: per (tenant, agent, status) the valid events, tokens
-and latency sum; per (agent, latency bucket) the sketch counts; the quarantined events row by row
-(few); the counts the events_reconciled check compares. PostgreSQL: gsv_pipelines.lib.usage_pg (one
-pass, numpy, one exported snapshot for every connection). SQLite, the embedded default: one SQL
-query (_SQLITE) with the same semantics; the tests hold both to the same hand-computed results.
+The result: per (tenant, agent, status) the valid events, tokens and latency sum; per (agent,
+latency bucket) the sketch counts; the quarantined events row by row (few); the counts the
+events_reconciled check compares. PostgreSQL: gsv_pipelines.lib.usage_pg (one parallel scan packs
+every delivery, numpy folds them, duplicates and invalid deliveries are read back; one snapshot).
+SQLite, the embedded default: one SQL query (_SQLITE) with the same semantics; the tests hold both
+to the same hand-computed results.
+
+`events` in the stats is counted apart from the aggregation (PostgreSQL: its own partitioning of
+the deliveries read back; SQLite: a DISTINCT count in the same transaction): the events_reconciled
+check holds what reached the warehouse to it.
 """
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -20,9 +26,9 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from gsv_pipelines.lib import usage_pg, usage_sketch
+from gsv_pipelines.lib.usage_pg import MAX_LATENCY_MS
 from gsv_pipelines.lib.usage_tables import STATUSES
 
-MAX_LATENCY_MS = 3_600_000  # an hour: anything longer is not a call's latency
 BAD_COLUMNS = (
     "source",
     "event_id",
@@ -84,12 +90,11 @@ FROM usage_events
 WHERE occurred_at >= :start AND occurred_at < :end
 """
 
-# Distinct events in the window as the source has them up to a moment: the reconciliation.
-_RECONCILE = """
+# Distinct events in the window, counted from their keys alone.
+_DISTINCT = """
 SELECT count(*) FROM (
     SELECT DISTINCT source, event_id FROM usage_events
     WHERE occurred_at >= :start AND occurred_at < :end
-      AND coalesce(received_at, occurred_at) <= :through
 ) AS events
 """
 
@@ -112,8 +117,10 @@ class DayExtract:
         return self.quarantine["reason"].value_counts().sort_index().to_dict()
 
 
+@functools.cache
 def source_engine(url: str) -> sa.Engine:
-    """An engine on the platform database; on SQLite with the bucket function registered."""
+    """The engine on a platform database, one per process (NullPool: it holds no connection
+    between uses); on SQLite with the bucket function registered."""
     engine = sa.create_engine(url, poolclass=NullPool)
     if engine.dialect.name == "sqlite":
 
@@ -141,44 +148,49 @@ def _params(engine: sa.Engine, start: datetime, end: datetime) -> dict:
     return {"start": start, "end": end}
 
 
-def extract_day(url: str, day: date, parts: int = 2, work_mem: str = "256MB") -> DayExtract:
+def extract_day(
+    url: str, day: date, work_mem: str = "256MB", workers: int = usage_pg.PACK_WORKERS
+) -> DayExtract:
     """Deduplicate, validate and aggregate the events that occurred on `day` (UTC)."""
-    if parts < 1 or parts & (parts - 1):
-        raise ValueError(f"parts must be a power of two, not {parts}")
     started = datetime.now(UTC)
     engine = source_engine(url)
     start, end = day_bounds(day)
     params = _params(engine, start, end)
     try:
         if engine.dialect.name == "postgresql":
-            stats, rollup, sketch, quarantine = _extract_postgres(engine, params, parts, work_mem)
+            stats, rollup, sketch, quarantine = _extract_postgres(engine, params, work_mem, workers)
         elif engine.dialect.name == "sqlite":
             stats, rollup, sketch, quarantine = _extract_sqlite(engine, params)
         else:
             raise UsageSourceError(f"no usage extraction for {engine.dialect.name} databases")
-    except sa.exc.OperationalError as exc:
-        raise UsageSourceError(f"cannot read usage events for {day}: {exc.orig}") from None
-    except sa.exc.ProgrammingError as exc:
-        raise UsageSourceError(
-            f"the platform database lacks the usage schema "
-            f"(gsv_pipelines/sql/platform_schema.sql): {exc.orig}"
-        ) from None
-    finally:
-        engine.dispose()
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+        raise _source_error(engine, day, exc.orig) from None
+    except engine.dialect.loaded_dbapi.Error as exc:  # from the PostgreSQL path's own cursors
+        raise _source_error(engine, day, exc) from None
     return _assemble(day, stats, rollup, sketch, quarantine, started)
 
 
-def _extract_postgres(engine, params, parts, work_mem):
+def _source_error(engine: sa.Engine, day: date, error: Exception) -> UsageSourceError:
+    if isinstance(error, engine.dialect.loaded_dbapi.ProgrammingError):
+        return UsageSourceError(
+            f"the platform database lacks the usage schema "
+            f"(gsv_pipelines/sql/platform_schema.sql): {error}"
+        )
+    return UsageSourceError(f"cannot read usage events for {day}: {error}")
+
+
+def _extract_postgres(engine, params, work_mem, workers):
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            # Every connection reads this transaction's snapshot: one instant for all counts.
-            return usage_pg.extract(conn, params, parts, work_mem, engine)
+            # One snapshot for every statement: one instant for all counts.
+            return usage_pg.extract(conn, params, work_mem, workers)
 
 
 def _extract_sqlite(engine, params):
-    with engine.connect() as conn:
+    with engine.connect() as conn, conn.begin():
         stats = dict(conn.execute(sa.text(_STATS), params).mappings().one())
+        stats["events"] = conn.execute(sa.text(_DISTINCT), params).scalar_one()
         rows = conn.execute(sa.text(_SQLITE), params).all()
     frame = pd.DataFrame(
         rows,
@@ -205,7 +217,6 @@ def _extract_sqlite(engine, params):
         if reason is not None
         for row in json.loads(bad)
     ]
-    stats["events"] = int(groups["events"].sum())
     return stats, rollup, sketch, quarantine
 
 
@@ -267,42 +278,25 @@ def _quarantine(day: date, rows: list[tuple]) -> pd.DataFrame:
     return frame.sort_values(["source", "event_id"], ignore_index=True)
 
 
-def reconcile_count(url: str, day: date, through: datetime | None) -> int:
-    """Distinct (source, event_id) that occurred on `day`, received up to `through`."""
-    if through is None:
-        return 0
-    engine = source_engine(url)
-    start, end = day_bounds(day)
-    params = _params(engine, start, end)
-    params["through"] = through.isoformat(sep=" ") if engine.dialect.name == "sqlite" else through
-    try:
-        with engine.connect() as conn:
-            if engine.dialect.name == "postgresql":
-                conn.execute(sa.text("SET work_mem = '256MB'"))
-            return int(conn.execute(sa.text(_RECONCILE), params).scalar_one())
-    finally:
-        engine.dispose()
+REFERENCE_TABLES = ("tenants", "agents", "plans", "subscriptions")
 
 
-def read_reference(url: str) -> dict[str, pd.DataFrame]:
-    """The platform's tenants, agents, plans and subscriptions (small tables), typed."""
-    engine = source_engine(url)
+def read_reference(url: str, names=REFERENCE_TABLES) -> dict[str, pd.DataFrame]:
+    """The platform's reference tables among tenants, agents, plans and subscriptions (small
+    tables), typed."""
     try:
-        with engine.connect() as conn:
-            frames = {
-                name: pd.read_sql(sa.text(f"SELECT * FROM {name}"), conn)
-                for name in ("tenants", "agents", "plans", "subscriptions")
-            }
+        with source_engine(url).connect() as conn:
+            frames = {name: pd.read_sql(sa.text(f"SELECT * FROM {name}"), conn) for name in names}
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
         raise UsageSourceError(f"cannot read the platform's reference tables: {exc.orig}") from None
-    finally:
-        engine.dispose()
-    subscriptions = frames["subscriptions"]
-    for column in ("started_at", "ended_at"):
-        subscriptions[column] = pd.to_datetime(subscriptions[column], format="ISO8601")
-    plans = frames["plans"]
-    for column in ("monthly_price", "overage_per_1k_calls", "overage_per_1m_tokens"):
-        plans[column] = plans[column].astype(float)
-    for column in ("included_calls", "included_tokens"):
-        plans[column] = plans[column].astype("int64")
+    if "subscriptions" in frames:
+        subscriptions = frames["subscriptions"]
+        for column in ("started_at", "ended_at"):
+            subscriptions[column] = pd.to_datetime(subscriptions[column], format="ISO8601")
+    if "plans" in frames:
+        plans = frames["plans"]
+        for column in ("monthly_price", "overage_per_1k_calls", "overage_per_1m_tokens"):
+            plans[column] = plans[column].astype(float)
+        for column in ("included_calls", "included_tokens"):
+            plans[column] = plans[column].astype("int64")
     return frames

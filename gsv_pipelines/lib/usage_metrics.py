@@ -135,12 +135,11 @@ def agent_performance(
     daily = _sketches(sketch[sketch["day"] == day])
     monthly = _sketches(sketch)
     qs = (0.5, 0.95, 0.99)
-    for agent in result.index:
-        p = usage_sketch.quantiles(daily.get(agent, {}), qs)
-        m = usage_sketch.quantiles(monthly.get(agent, {}), qs)
-        for q, value, value_mtd in zip(("p50", "p95", "p99"), p, m, strict=True):
-            result.loc[agent, f"latency_{q}_ms"] = value
-            result.loc[agent, f"latency_{q}_ms_mtd"] = value_mtd
+    day_q = [usage_sketch.quantiles(daily.get(agent, {}), qs) for agent in result.index]
+    month_q = [usage_sketch.quantiles(monthly.get(agent, {}), qs) for agent in result.index]
+    for i, q in enumerate(("p50", "p95", "p99")):
+        result[f"latency_{q}_ms"] = [values[i] for values in day_q]
+        result[f"latency_{q}_ms_mtd"] = [values[i] for values in month_q]
     result = result.reset_index()
     info = agents.set_index("agent_id")
     result["agent_name"] = result["agent_id"].map(info["name"])

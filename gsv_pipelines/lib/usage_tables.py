@@ -119,7 +119,10 @@ EVENT_STATS = Table(
     (
         _day(),
         _count("deliveries", "rows in the source window (occurred_at within the day)"),
-        _count("events", "distinct (source, event_id): valid + quarantined"),
+        _count(
+            "events",
+            "distinct (source, event_id), counted apart from the aggregation: valid + quarantined",
+        ),
         _count("duplicate_deliveries", "deliveries beyond the first of an event"),
         _count("valid_events", "events counted in the aggregates"),
         _count("quarantined_events", "events quarantined (usage_quarantine)"),
@@ -127,7 +130,7 @@ EVENT_STATS = Table(
         Column(
             "received_through",
             "timestamp",
-            "latest received_at seen: the reconciliation counts the source up to it",
+            "latest received_at seen: later deliveries are for the next extraction of the day",
             nullable=True,
         ),
         Column("extracted_at", "timestamp", "when the extraction ran (UTC)"),

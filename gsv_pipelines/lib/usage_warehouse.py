@@ -1,11 +1,13 @@
 """The usage warehouse (GSV_WAREHOUSE_URL: PostgreSQL in prod, a SQLite file locally).
 
 Tables come from their declarations in usage_tables. A partition is written by deleting its day
-and inserting its rows, for every table an asset owns, in one transaction: a re-run replaces a
-day exactly, a failed one leaves the previous rows, and readers never see half a day. Frames are
-validated against the declaration (pandera) before anything is written.
+and inserting its rows (COPY on PostgreSQL), for every table an asset owns, in one transaction: a
+re-run replaces a day exactly, a failed one leaves the previous rows, and readers never see half a
+day. Frames are validated against the declaration (pandera) before anything is written.
 """
 
+import functools
+import io
 import math
 from collections.abc import Mapping
 from datetime import date
@@ -38,11 +40,17 @@ class SchemaViolation(ValueError):
     """A frame does not match its table's declaration; the message lists what is wrong."""
 
 
+@functools.cache
 def engine(url: str) -> sa.Engine:
+    """One engine per warehouse and process (NullPool: it holds no connection between uses)."""
     if url.startswith("sqlite"):
         # Parallel partitions write the same file: wait for the lock rather than fail.
         return sa.create_engine(url, poolclass=NullPool, connect_args={"timeout": 120})
     return sa.create_engine(url, poolclass=NullPool)
+
+
+# (warehouse URL, table) known to exist in this process: tables are created, never dropped.
+_EXISTING: set[tuple[str, str]] = set()
 
 
 _METADATA = sa.MetaData()
@@ -139,35 +147,66 @@ def write_partition(url: str, day: date, frames: Mapping[Table, pd.DataFrame]) -
         wrong = set(frame["day"]) - {day}
         if wrong:
             raise SchemaViolation(f"{spec.name}: rows for {sorted(wrong)} in partition {day}")
-    eng = engine(url)
+    missing = [spec for spec in validated if (url, spec.name) not in _EXISTING]
     try:
-        with eng.begin() as conn:
-            ensure_tables(conn, list(validated))
+        with engine(url).begin() as conn:
+            if missing:
+                ensure_tables(conn, missing)
             for spec, frame in validated.items():
                 table = SA_TABLES[spec.name]
                 conn.execute(table.delete().where(table.c.day == day))
-                records = _records(frame)
-                if records:
-                    conn.execute(table.insert(), records)
+                if frame.empty:
+                    continue
+                if conn.dialect.name == "postgresql":
+                    _copy(conn, spec, frame)
+                else:
+                    conn.execute(table.insert(), _records(frame))
     except sa.exc.OperationalError as exc:
         raise WarehouseError(f"cannot write the warehouse: {exc.orig}") from None
-    finally:
-        eng.dispose()
+    _EXISTING.update((url, spec.name) for spec in missing)
     return {spec.name: len(frame) for spec, frame in validated.items()}
+
+
+def _copy(conn: sa.Connection, spec: Table, frame: pd.DataFrame) -> None:
+    """COPY a validated frame into its table (PostgreSQL's text format)."""
+    columns = [_copy_text(frame[c.name], c) for c in spec.columns]
+    lines = columns[0].str.cat(columns[1:], sep="\t") + "\n"
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.copy_expert(
+            f"COPY {spec.name} ({', '.join(spec.column_names)}) FROM STDIN",
+            io.StringIO("".join(lines)),
+        )
+    finally:
+        cursor.close()
+
+
+def _copy_text(values: pd.Series, column: Column) -> pd.Series:
+    """A column in COPY's text format: \\N for NULL, backslash escapes in text."""
+    missing = values.isna()
+    if column.type == "text":
+        text = values.astype(object).where(~missing, "").astype(str)
+        for char, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+            text = text.str.replace(char, escaped, regex=False)
+    elif column.type == "timestamp":
+        text = values.dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+    elif column.type in ("float", "money"):
+        text = pd.Series([repr(float(v)) for v in values], index=values.index)
+    else:  # date, int
+        text = values.astype(object).astype(str)
+    return text.where(~missing, "\\N")
 
 
 def read(url: str, spec: Table, first: date, last: date) -> pd.DataFrame:
     """Rows of `spec` for the days first..last (inclusive); empty when the table is missing."""
-    eng = engine(url)
     table = SA_TABLES[spec.name]
-    try:
-        with eng.connect() as conn:
+    with engine(url).connect() as conn:
+        if (url, spec.name) not in _EXISTING:
             if not sa.inspect(conn).has_table(spec.name):
                 return _empty(spec)
-            query = table.select().where(table.c.day >= first, table.c.day <= last)
-            frame = pd.read_sql(query, conn)
-    finally:
-        eng.dispose()
+            _EXISTING.add((url, spec.name))
+        query = table.select().where(table.c.day >= first, table.c.day <= last)
+        frame = pd.read_sql(query, conn)
     if frame.empty:
         return _empty(spec)
     frame["day"] = pd.to_datetime(frame["day"]).dt.date

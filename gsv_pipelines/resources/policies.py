@@ -7,6 +7,7 @@ from gsv_pipelines.lib.backup_policy import BackupPolicy, load_backup_policy
 from gsv_pipelines.lib.drill_policy import DrillPolicy, load_drill_policy
 from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
 from gsv_pipelines.lib.scan_policy import ScanPolicy, load_scan_policy
+from gsv_pipelines.lib.usage_policy import UsagePolicy, load_usage_policy
 
 
 class PoliciesResource(dg.ConfigurableResource):
@@ -26,6 +27,10 @@ class PoliciesResource(dg.ConfigurableResource):
         default=None, description="GSV_DRILL_POLICY; unset: gsv_pipelines/policies/drills.yaml"
     )
 
+    usage_policy_path: str | None = Field(
+        default=None, description="GSV_USAGE_POLICY; unset: gsv_pipelines/policies/usage.yaml"
+    )
+
     def drills(self) -> DrillPolicy:
         return load_drill_policy(self.drill_policy_path)
 
@@ -37,3 +42,6 @@ class PoliciesResource(dg.ConfigurableResource):
 
     def scanning(self) -> ScanPolicy:
         return load_scan_policy(self.scan_policy_path)
+
+    def usage(self) -> UsagePolicy:
+        return load_usage_policy(self.usage_policy_path)

@@ -1,12 +1,12 @@
 """One day's extraction on the crafted data (tests/defs/usage/crafted.py), on PostgreSQL and on
 SQLite, against expectations computed by hand."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
-from gsv_pipelines.lib import usage_sketch
-from gsv_pipelines.lib.usage_extract import extract_day, reconcile_count
+from gsv_pipelines.lib import usage_pg, usage_sketch
+from gsv_pipelines.lib.usage_extract import extract_day
 from tests.defs.usage import crafted
 
 
@@ -107,13 +107,6 @@ def test_a_late_event_is_counted_when_the_day_is_extracted_again(source):
     assert after.stats["received_through"] == datetime(2026, 3, 4, 2, 0)
 
 
-def test_reconciliation_counts_distinct_events_up_to_a_moment(source):
-    crafted.insert_events(source, [crafted.LATE_EVENT])
-    assert reconcile_count(source, crafted.DAY, datetime(2026, 3, 4, 0, 0, 0, 500000)) == 37
-    assert reconcile_count(source, crafted.DAY, datetime(2026, 3, 4, 2, 0)) == 38
-    assert reconcile_count(source, crafted.DAY, None) == 0
-
-
 def test_an_empty_day_extracts_to_nothing(source):
     extract = extract_day(source, crafted.DAY.replace(day=20))
     assert extract.rollup.empty and extract.sketch.empty and extract.quarantine.empty
@@ -121,11 +114,41 @@ def test_an_empty_day_extracts_to_nothing(source):
     assert extract.stats["received_through"] is None
 
 
-@pytest.mark.parametrize("parts", [1, 4])
-def test_postgres_slices_add_up_to_the_same_day(request, tmp_path, parts):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_postgres_gives_the_same_day_with_or_without_a_parallel_worker(request, tmp_path, workers):
     url, _ = crafted.databases("postgres", request, tmp_path)
     crafted.build(url)
-    extract = extract_day(url, crafted.DAY, parts=parts)
+    extract = extract_day(url, crafted.DAY, workers=workers)
     assert _rollup(extract)[("gamma", "coder", "ok")] == (25, 25_000, 25_000, 3250.0)
     assert extract.stats["events"] == 37 and extract.stats["quarantined_events"] == 6
+    assert extract.sketch["events"].sum() == 31
+
+
+def test_tokens_beyond_32_bits_are_counted_once(source):
+    noon = datetime(2026, 3, 3, 12, 0)
+    big = ("gw", "big-0", "gamma", "coder", noon, 100.0, "ok", 3_000_000_000, 5,
+           noon + timedelta(seconds=1))  # fmt: skip
+    # delivered again later, with other tokens: the first delivery counts
+    crafted.insert_events(source, [big, (*big[:7], 4_000_000_000, 6, noon + timedelta(hours=1))])
+    extract = extract_day(source, crafted.DAY)
+    # g3-00..g3-24 (25 events, 25,000/25,000 tokens, 3,250 ms) and big-0
+    assert _rollup(extract)[("gamma", "coder", "ok")] == (26, 3_000_025_000, 25_005, 3350.0)
+    assert (extract.stats["deliveries"], extract.stats["events"]) == (42, 38)
+    assert extract.stats["valid_events"] == 32
+
+
+def test_postgres_without_a_listable_set_of_ids_gives_the_same_day(request, tmp_path, monkeypatch):
+    # Past DENSE_CELLS (tenant, agent, status) combinations, deliveries carry two id hashes and
+    # the sums are kept sparse.
+    monkeypatch.setattr(usage_pg, "DENSE_CELLS", 0)
+    url, _ = crafted.databases("postgres", request, tmp_path)
+    crafted.build(url)
+    extract = extract_day(url, crafted.DAY)
+    assert _rollup(extract) == {
+        ("alpha", "bot", "ok"): (3, 300, 150, 300.0),
+        ("alpha", "coder", "error"): (1, 100, 0, 300.0),
+        ("beta", "bot", "ok"): (2, 20, 20, 400.0),
+        ("gamma", "coder", "ok"): (25, 25_000, 25_000, 3250.0),
+    }
+    assert (extract.stats["events"], extract.stats["quarantined_events"]) == (37, 6)
     assert extract.sketch["events"].sum() == 31

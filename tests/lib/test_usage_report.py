@@ -4,6 +4,7 @@ import dagster as dg
 
 from gsv_pipelines.lib import usage_sketch
 from gsv_pipelines.lib.usage_report import day_tables
+from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.storage import DatabaseResource
 from gsv_pipelines.resources.warehouse import WarehouseResource
 from tests.defs.usage import crafted
@@ -16,6 +17,7 @@ def test_the_day_tables(tmp_path):
     resources = {
         "platform_db": DatabaseResource(url=source),
         "warehouse": WarehouseResource(url=warehouse),
+        "policies": PoliciesResource(),
     }
     with dg.instance_for_test() as instance:
         for day in (crafted.PREVIOUS_DAY, crafted.DAY):

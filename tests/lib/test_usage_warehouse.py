@@ -99,3 +99,33 @@ def test_nulls_survive_the_round_trip(warehouse):
     assert row.occurred_at == pd.Timestamp("2026-03-03 13:00")
     assert pd.isna(row.received_at) and pd.isna(row.latency_ms) and pd.isna(row.tokens_in)
     assert row.tokens_out == 7
+
+
+def test_text_with_tabs_backslashes_and_newlines_survives_the_round_trip(warehouse):
+    quarantine = pd.DataFrame(
+        {
+            "day": [DAY],
+            "source": ["gw\tbatch"],
+            "event_id": ["a\\b\nc\r"],
+            "tenant_id": [""],
+            "agent_id": ["\\N"],
+            "occurred_at": [pd.Timestamp("2026-03-03 13:00:00.000001")],
+            "received_at": [pd.Timestamp("2026-03-03 13:00:01")],
+            "latency_ms": [0.1 + 0.2],
+            "status": ["ok"],
+            "tokens_in": pd.array([1], dtype="Int64"),
+            "tokens_out": pd.array([None], dtype="Int64"),
+            "reason": ["unknown_tenant"],
+        }
+    )
+    wh.write_partition(warehouse, DAY, {QUARANTINE: quarantine})
+    [row] = wh.read(warehouse, QUARANTINE, DAY, DAY).itertuples()
+    assert (row.source, row.event_id, row.tenant_id, row.agent_id) == (
+        "gw\tbatch",
+        "a\\b\nc\r",
+        "",
+        "\\N",
+    )
+    assert row.occurred_at == pd.Timestamp("2026-03-03 13:00:00.000001")
+    assert row.latency_ms == 0.1 + 0.2
+    assert pd.isna(row.tokens_out)

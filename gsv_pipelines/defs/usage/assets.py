@@ -1,8 +1,10 @@
 """The `usage` group: per-tenant usage, billing, subscriptions, agent performance and quotas.
 
 The platform database (GSV_PLATFORM_DB_URL) is the source: its tables are external assets, so
-lineage starts there. usage/usage_events deduplicates, validates and rolls up each day's events in
-the source's own SQL; the five aggregates are pandas over those rollups and the reference tables.
+lineage starts there. usage/usage_events deduplicates, validates and rolls up each day's events
+(PostgreSQL: one parallel packing scan folded by numpy, duplicates and invalid deliveries read back
+by ctid; SQLite: one SQL query); the five aggregates are pandas over those rollups, read back from
+the warehouse, and the reference tables they need.
 Everything lands in the warehouse (GSV_WAREHOUSE_URL), one day per partition, overwritten in one
 transaction. A run may cover a range of days (the schedule's late-event lookback): each asset then
 writes every day of the range, each in its own transaction, oldest first.
@@ -114,8 +116,11 @@ def usage_events(
     tenant, agent or status; missing or out-of-range latency; negative tokens) is quarantined in
     `usage_quarantine` with the first rule it breaks, and counted apart: never dropped silently.
     Valid events go to `usage_event_rollup` (per tenant, agent, status) and `usage_latency_sketch`
-    (per agent, mergeable latency buckets); `usage_event_stats` records what the source held.
-    The aggregation runs in the platform database's SQL; only aggregates leave it.
+    (per agent, mergeable latency buckets); `usage_event_stats` records what the source held,
+    including its distinct events counted apart from the aggregation (for events_reconciled).
+    On PostgreSQL one parallel scan packs each delivery into 34 bytes that numpy folds as they
+    stream; only duplicates and invalid deliveries are read back as rows
+    (gsv_pipelines/lib/usage_pg.py).
     """
     import pandas as pd
 
@@ -169,11 +174,12 @@ def _aggregate(
     warehouse: WarehouseResource,
     table: tables.Table,
     compute,
+    reference_tables: tuple[str, ...],
 ) -> dg.MaterializeResult:
     """Compute `table` for each day of the run and write it; metadata from the frames."""
     from gsv_pipelines.lib import usage_extract
 
-    reference = usage_extract.read_reference(platform_db.url)
+    reference = usage_extract.read_reference(platform_db.url, reference_tables)
     rows_by_day, frames = {}, []
     for day in _days(context):
         frame = compute(day, reference)
@@ -216,6 +222,7 @@ def _month_rollup(warehouse: WarehouseResource, day: date):
     return warehouse.read(tables.EVENT_ROLLUP, month_start(day), day)
 
 
+_PLANS = ("plans", "subscriptions")
 _USAGE_DEP = dg.AssetDep(["usage", "usage_events"], partition_mapping=MONTH_TO_DATE)
 
 
@@ -239,7 +246,7 @@ def tenant_usage(
     def compute(day, reference):
         return usage_metrics.tenant_usage(day, _month_rollup(warehouse, day), reference["tenants"])
 
-    return _aggregate(context, platform_db, warehouse, tables.TENANT_USAGE, compute)
+    return _aggregate(context, platform_db, warehouse, tables.TENANT_USAGE, compute, ("tenants",))
 
 
 @dg.asset(
@@ -267,7 +274,9 @@ def agent_performance(
             day, _month_rollup(warehouse, day), sketch, reference["agents"]
         )
 
-    return _aggregate(context, platform_db, warehouse, tables.AGENT_PERFORMANCE, compute)
+    return _aggregate(
+        context, platform_db, warehouse, tables.AGENT_PERFORMANCE, compute, ("agents",)
+    )
 
 
 @dg.asset(
@@ -294,7 +303,7 @@ def billing(
             day, _month_rollup(warehouse, day), reference["subscriptions"], reference["plans"]
         )
 
-    return _aggregate(context, platform_db, warehouse, tables.BILLING, compute)
+    return _aggregate(context, platform_db, warehouse, tables.BILLING, compute, _PLANS)
 
 
 @dg.asset(
@@ -320,7 +329,7 @@ def subscription_metrics(
             day, reference["subscriptions"], reference["plans"]
         )
 
-    return _aggregate(context, platform_db, warehouse, tables.SUBSCRIPTION_METRICS, compute)
+    return _aggregate(context, platform_db, warehouse, tables.SUBSCRIPTION_METRICS, compute, _PLANS)
 
 
 @dg.asset(
@@ -346,4 +355,4 @@ def quota_status(
             day, _month_rollup(warehouse, day), reference["subscriptions"], reference["plans"]
         )
 
-    return _aggregate(context, platform_db, warehouse, tables.QUOTA_STATUS, compute)
+    return _aggregate(context, platform_db, warehouse, tables.QUOTA_STATUS, compute, _PLANS)

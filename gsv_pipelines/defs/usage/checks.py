@@ -1,4 +1,5 @@
-"""Checks beside the usage assets: reconciliation with the source, and the two usage alerts.
+"""Checks beside the usage assets: reconciliation of the warehouse with the source's count, and
+the two usage alerts (thresholds from the usage policy, PoliciesResource.usage()).
 
 In an asset's run they judge that run's days (a partition, or the schedule's range); run on their
 own they judge the last partition. HighErrorRate and QuotaExceeded are alerts about the platform,
@@ -12,7 +13,7 @@ import dagster as dg
 from gsv_pipelines.defs.usage.assets import agent_performance, quota_status, usage_events
 from gsv_pipelines.defs.usage.partitions import DAILY
 from gsv_pipelines.lib import usage_tables as tables
-from gsv_pipelines.resources.storage import DatabaseResource
+from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.warehouse import WarehouseResource
 
 EVENTS_RECONCILED = "events_reconciled"
@@ -38,19 +39,14 @@ def run_days(context: dg.AssetCheckExecutionContext) -> list[date]:
     asset=usage_events,
     name=EVENTS_RECONCILED,
     blocking=True,
-    description="Events counted (valid in usage_event_rollup + quarantined) equal the distinct "
-    "(source, event_id) the source holds for the day, up to the latest delivery the extraction "
-    "saw: nothing double-counted, nothing lost.",
+    description="Events counted in the warehouse (valid in usage_event_rollup + quarantined) "
+    "equal the events the extraction aggregated and the distinct (source, event_id) it counted "
+    "in the source apart from the aggregation (PostgreSQL: from the events' keys; SQLite: a "
+    "DISTINCT count), in the same snapshot: nothing double-counted, nothing lost.",
 )
 def events_reconciled(
-    context: dg.AssetCheckExecutionContext,
-    platform_db: DatabaseResource,
-    warehouse: WarehouseResource,
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
-    import pandas as pd
-
-    from gsv_pipelines.lib.usage_extract import reconcile_count
-
     problems, counted_total, source_total = [], 0, 0
     days = run_days(context)
     for day in days:
@@ -61,11 +57,9 @@ def events_reconciled(
         rollup = warehouse.read(tables.EVENT_ROLLUP, day, day)
         quarantine = warehouse.read(tables.QUARANTINE, day, day)
         counted = int(rollup["events"].sum()) + len(quarantine)
-        recorded = int(stats["events"].iloc[0])
-        through = stats["received_through"].iloc[0]
-        source = reconcile_count(
-            platform_db.url, day, None if pd.isna(through) else through.to_pydatetime()
-        )
+        row = stats.iloc[0]
+        recorded = int(row["valid_events"]) + int(row["quarantined_events"])
+        source = int(row["events"])
         counted_total += counted
         source_total += source
         if not counted == recorded == source:
@@ -89,14 +83,15 @@ def events_reconciled(
     asset=agent_performance,
     name=AGENT_ERROR_RATE,
     description="HighErrorRate: no agent fails (error or timeout) more than the usage policy's "
-    "max_error_rate (5%) of its calls in a day, counting agents with at least min_calls (100).",
+    "max_error_rate (5%) of its calls in a day, counting agents with at least min_calls (100); "
+    "the policy is GSV_USAGE_POLICY's file, else gsv_pipelines/policies/usage.yaml.",
 )
 def agent_error_rate(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    context: dg.AssetCheckExecutionContext,
+    warehouse: WarehouseResource,
+    policies: PoliciesResource,
 ) -> dg.AssetCheckResult:
-    from gsv_pipelines.lib.usage_policy import load_usage_policy
-
-    policy = load_usage_policy()
+    policy = policies.usage()
     days = run_days(context)
     frame = warehouse.read(tables.AGENT_PERFORMANCE, min(days), max(days)) if days else None
     if frame is None or frame.empty:
@@ -129,14 +124,15 @@ def agent_error_rate(
     name=QUOTA_EXCEEDED,
     description="QuotaExceeded: no tenant first reaches the usage policy's quota_alert_pct "
     "(100%) of its plan's included calls or tokens this month on these days (each threshold "
-    "alerts once a month, on the day it is crossed).",
+    "alerts once a month, on the day it is crossed); the policy is GSV_USAGE_POLICY's file, "
+    "else gsv_pipelines/policies/usage.yaml.",
 )
 def quota_exceeded(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    context: dg.AssetCheckExecutionContext,
+    warehouse: WarehouseResource,
+    policies: PoliciesResource,
 ) -> dg.AssetCheckResult:
-    from gsv_pipelines.lib.usage_policy import load_usage_policy
-
-    policy = load_usage_policy()
+    policy = policies.usage()
     days = run_days(context)
     frame = warehouse.read(tables.QUOTA_STATUS, min(days), max(days)) if days else None
     if frame is None or frame.empty:

@@ -8,11 +8,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from gsv_pipelines.definitions import defs as load_defs
 from gsv_pipelines.defs.usage import assets, checks
 from gsv_pipelines.defs.usage.schedules import usage_job
 from gsv_pipelines.lib import usage_sketch
 from gsv_pipelines.lib import usage_tables as tables
 from gsv_pipelines.lib.usage_warehouse import read
+from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.storage import DatabaseResource
 from gsv_pipelines.resources.warehouse import WarehouseResource
 from tests.defs.usage import crafted
@@ -41,6 +43,7 @@ def world(request, tmp_path) -> dict:
         "resources": {
             "platform_db": DatabaseResource(url=source),
             "warehouse": WarehouseResource(url=warehouse),
+            "policies": PoliciesResource(),
         },
     }
 
@@ -255,30 +258,63 @@ def test_a_run_over_a_range_writes_every_day(world):
     assert usage.set_index("tenant_id").loc["alpha", "calls_mtd"] == 13
 
 
-def test_high_error_rate_is_above_five_percent_with_enough_calls(tmp_path):
+def _error_rate_world(tmp_path, policy: str | None = None) -> dict:
+    """bot: 100 calls on Mar 5, 5 failed (5.0%); coder: 100 calls, 6 failed (6.0%)."""
     source, warehouse = f"sqlite:///{tmp_path / 'p.db'}", f"sqlite:///{tmp_path / 'w.db'}"
     crafted.build(source)
     day = datetime(2026, 3, 5, 8, 0)
     rows = []
-    # bot: 100 calls, 5 failed: 5.0%, not above. coder: 100 calls, 6 failed: 6.0%.
     for agent, failed in (("bot", 5), ("coder", 6)):
         for i in range(100):
             status = "error" if i < failed - 1 else "timeout" if i == failed - 1 else "ok"
             at = day + timedelta(seconds=i)
             rows.append(("gw", f"{agent}-{i}", "alpha", agent, at, 50.0, status, 1, 1, at))
     crafted.insert_events(source, rows)
-    world = {
+    path = None
+    if policy is not None:
+        path = tmp_path / "usage.yaml"
+        path.write_text(policy)
+    return {
         "resources": {
             "platform_db": DatabaseResource(url=source),
             "warehouse": WarehouseResource(url=warehouse),
+            "policies": PoliciesResource(usage_policy_path=str(path) if path else None),
         }
     }
+
+
+def _error_rate_check(world) -> dg.AssetCheckEvaluation:
     with dg.instance_for_test() as instance:
         result = _run(world, instance, date(2026, 3, 5))
     [evaluation] = [
         e for e in result.get_asset_check_evaluations() if e.check_name == "agent_error_rate"
     ]
+    return evaluation
+
+
+def test_high_error_rate_is_above_five_percent_with_enough_calls(tmp_path):
+    evaluation = _error_rate_check(_error_rate_world(tmp_path))
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
     assert evaluation.description == "HighErrorRate coder on 2026-03-05: 6.0% of 100 calls failed"
     assert evaluation.metadata["agents_checked"].value == 2
+    assert evaluation.metadata["threshold"].value == 0.05
+
+
+def test_a_usage_policy_file_moves_the_error_rate_threshold(tmp_path):
+    # 7%: coder's 6.0% is no longer an alert.
+    evaluation = _error_rate_check(
+        _error_rate_world(tmp_path, "max_error_rate: 0.07\nmin_calls: 100\n")
+    )
+    assert evaluation.passed
+    assert evaluation.description == "2 agent-day(s) with >= 100 calls, all at or under 7% errors"
+    assert evaluation.metadata["threshold"].value == 0.07
+
+
+def test_gsv_usage_policy_binds_the_policy_file(monkeypatch, tmp_path):
+    path = tmp_path / "usage.yaml"
+    path.write_text("max_error_rate: 0.07\nmin_calls: 20\nquota_alert_pct: 120\n")
+    monkeypatch.setenv("GSV_USAGE_POLICY", str(path))
+    policies = load_defs().resources["policies"]
+    assert policies.usage_policy_path == str(path)
+    assert (policies.usage().max_error_rate, policies.usage().min_calls) == (0.07, 20)
