@@ -146,11 +146,16 @@ ROW_COLUMNS = [
     "tokens_out",
     "reason",
 ]
+# Columns only a quarantined delivery needs: the others are settled from their ids and values.
+_QUARANTINED = {
+    c: f"CASE WHEN reason IS NOT NULL THEN {c} END AS {c}"
+    for c in ("source", "event_id", "occurred_at", "received_at")
+}
 # Of the deliveries at the given ctids, those that are invalid, follow an earlier delivery of
 # their event, or have tokens beyond 32 bits.
 _ROWS = f"""
-SELECT {", ".join(ROW_COLUMNS)}, reason IS NOT NULL AS invalid, later,
-       reason IS NULL AND (tokens_in > 2147483647 OR tokens_out > 2147483647) AS wide_tokens
+SELECT {", ".join(_QUARANTINED.get(c, c) for c in ROW_COLUMNS)}, reason IS NOT NULL AS invalid,
+       later, reason IS NULL AND (tokens_in > 2147483647 OR tokens_out > 2147483647) AS wide_tokens
 FROM (
     SELECT *, {_REASON} AS reason,
            row_number() OVER (

@@ -186,8 +186,9 @@ def _copy_text(values: pd.Series, column: Column) -> pd.Series:
     missing = values.isna()
     if column.type == "text":
         text = values.astype(object).where(~missing, "").astype(str)
-        for char, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
-            text = text.str.replace(char, escaped, regex=False)
+        if text.str.contains(r"[\\\t\n\r]", regex=True).any():
+            for char, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+                text = text.str.replace(char, escaped, regex=False)
     elif column.type == "timestamp":
         text = values.dt.strftime("%Y-%m-%d %H:%M:%S.%f")
     elif column.type in ("float", "money"):
@@ -206,10 +207,29 @@ def read(url: str, spec: Table, first: date, last: date) -> pd.DataFrame:
                 return _empty(spec)
             _EXISTING.add((url, spec.name))
         query = table.select().where(table.c.day >= first, table.c.day <= last)
-        frame = pd.read_sql(query, conn)
+        if conn.dialect.name == "postgresql":
+            frame = _fetch(conn, query, spec)
+        else:
+            frame = pd.read_sql(query, conn)
     if frame.empty:
         return _empty(spec)
     frame["day"] = pd.to_datetime(frame["day"]).dt.date
+    return frame
+
+
+def _fetch(conn: sa.Connection, query: sa.Select, spec: Table) -> pd.DataFrame:
+    """The query's rows through the DBAPI cursor (much cheaper than read_sql's row processing);
+    NUMERIC arrives as Decimal."""
+    compiled = query.compile(dialect=conn.dialect)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(str(compiled), compiled.params)
+        frame = pd.DataFrame(cursor.fetchall(), columns=[c.name for c in cursor.description])
+    finally:
+        cursor.close()
+    for column in spec.columns:
+        if column.type == "money":
+            frame[column.name] = frame[column.name].astype("float64")
     return frame
 
 
