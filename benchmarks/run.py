@@ -34,6 +34,8 @@ def main(selected: list[str]) -> int:
             )
         if "goal" in result:
             notes.append(f"{result['name']}: goal {result['goal']}")
+        if "summary" in result:
+            notes.append(f"{result['name']}: {result['summary']}")
         if "dagster_single_run" in result:
             notes.append(f"{result['name']}: as one Dagster run {result['dagster_single_run']}")
     header = ["benchmark", "figure", "measured", "baseline", "ratio"]

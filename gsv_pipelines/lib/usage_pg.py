@@ -16,6 +16,9 @@ latency bucket; every (source, event_id) for the duplicates) took 4.4 s on three
    2.4 s) and sent in ~4 MB slices by binary COPY (323 MB; 54-byte rows cost 0.7 s more). A thread
    folds each slice as it arrives: dense sums per (tenant, agent, status) and counts per (agent,
    latency bucket) by np.bincount; each delivery's event hash and ctid are kept (10 bytes).
+   One bytea holds less than 1 GB (31.5M deliveries): when the table may hold more than
+   GROUP_DELIVERIES, the day is packed in groups of its event hashes, one bytea each (a hash
+   aggregate, ~5% slower).
 2. The event hashes are sorted. The deliveries of a hash seen twice, and those not folded (an
    unknown tenant, agent or status; latency missing or out of range; tokens negative or beyond 32
    bits), are read back by ctid (`_ROWS`, a TID scan in the same snapshot) with the first rule
@@ -47,6 +50,20 @@ MAX_LATENCY_MS = 3_600_000  # an hour: anything longer is not a call's latency
 # Parallel workers for _PACK besides the leader, which also appends every packed delivery: more
 # workers only queue behind it (2 cores: 1 worker 2.0 s, 2 workers 2.6 s, none 3.3 s).
 PACK_WORKERS = 1
+# Deliveries packed into one bytea at most, estimated from the whole table (an upper bound on
+# the day's): past it the day is packed in groups. 20M x 34 bytes leaves the 1 GB limit a 1.5x
+# margin for an uneven split or a stale estimate.
+GROUP_DELIVERIES = 20_000_000
+# The table's rows: PostgreSQL's own estimate (rows per page at the last VACUUM or ANALYZE times
+# the pages now), or, never analyzed, its size over a row's least size (header, line pointer,
+# one timestamp and four one-byte texts: 48 bytes).
+_TABLE_ROWS = """
+SELECT CASE WHEN c.reltuples > 0 AND c.relpages > 0
+            THEN c.reltuples / c.relpages
+                 * (pg_relation_size(c.oid) / current_setting('block_size')::int)
+            ELSE pg_relation_size(c.oid) / 48.0 END
+FROM pg_class AS c WHERE c.oid = 'usage_events'::regclass
+"""
 _WINDOW = "occurred_at >= %(start)s AND occurred_at < %(end)s"
 # Tokens fit one int8 as two 32-bit halves; -1 flags a delivery whose tokens do not (negative:
 # invalid; beyond 2**31: read back). A NULL latency becomes NaN (out of range), NULL tokens 0:
@@ -83,33 +100,47 @@ def _packed(combined: bool) -> np.dtype:
     )
 
 
-def _pack_sql(combined: bool) -> str:
-    """The deliveries packed into one bytea, sent in ~4 MB slices by binary COPY."""
+def pack_groups(table_rows: float) -> int:
+    """Groups the day is packed in: 1, or a power of two keeping each under GROUP_DELIVERIES."""
+    groups = 1
+    while table_rows > groups * GROUP_DELIVERIES:
+        groups *= 2
+    return groups
+
+
+def _pack_sql(combined: bool, groups: int = 1) -> str:
+    """The deliveries packed into one bytea per group (of event hashes), sent in ~4 MB slices by
+    binary COPY: each row a slice, its index in the group, and the group's counts."""
     _, ids = _ID_FIELDS[combined]
     size = _packed(combined).itemsize * 120_000
+    if groups == 1:
+        group, key, group_by = "0", "0", ""
+    else:
+        group, key, group_by = f"hashtext(event_id) & {groups - 1}", "g", "GROUP BY g"
     # The empty branch makes the deliveries an append relation, whose rows the planner builds
     # where they are scanned: the packing runs in the parallel worker too, not only in the
     # leader that appends them.
     return f"""
 COPY (
-    SELECT substring(k FROM i * {size} + 1 FOR {size}), n, late, received_through
+    SELECT substring(k FROM i * {size} + 1 FOR {size}), i, n, late, received_through
     FROM (
-        SELECT string_agg(packed, ''::bytea) AS k, count(*) AS n,
+        SELECT {key} AS g, string_agg(packed, ''::bytea) AS k, count(*) AS n,
                count(*) FILTER (WHERE received >= %(end)s) AS late,
                max(received) AS received_through
         FROM (
             SELECT int4send(hashtext(event_id)) || tidsend(ctid) || {ids}
                    || float8send(coalesce(latency_ms, 'NaN')) || int8send({_TOKENS})
                    AS packed,
-                   coalesce(received_at, occurred_at) AS received
+                   coalesce(received_at, occurred_at) AS received, {group} AS g
             FROM usage_events
             WHERE {_WINDOW}
             UNION ALL
-            SELECT NULL, NULL FROM agents WHERE false
+            SELECT NULL, NULL, NULL FROM agents WHERE false
         ) AS deliveries
+        {group_by}
     ) AS day,
     LATERAL generate_series(0, (length(k) - 1) / {size}) AS i
-    ORDER BY i
+    ORDER BY g, i
 ) TO STDOUT (FORMAT binary)
 """
 
@@ -204,7 +235,9 @@ def extract(conn: sa.Connection, params: dict, work_mem: str, workers: int = PAC
             cursor.execute(_COMBINATIONS, statuses)
             combinations = [h for (h,) in cursor.fetchall()]
         fold = _Fold(tenants, pairs, combinations if combined else None)
-        sql = cursor.mogrify(_pack_sql(combined), params).decode()
+        cursor.execute(_TABLE_ROWS)
+        groups = pack_groups(float(cursor.fetchone()[0] or 0))
+        sql = cursor.mogrify(_pack_sql(combined, groups), params).decode()
         with _Folding(fold) as folding:
             cursor.copy_expert(sql, _CopyRows(folding.put))
     finally:
@@ -339,23 +372,19 @@ class _Fold:
         self.cells = _Sums(len(self.agents) * len(BUCKETS), {"events": np.int64})
         self.deliveries = self.late = self.folded = 0
         self.received_through: datetime | None = None
-        self.hashes = np.empty(0, dtype=np.int32)
-        self.blocks = np.empty(0, dtype=np.uint32)
-        self.offsets = np.empty(0, dtype=np.uint16)
-        self.unsettled = np.empty(0, dtype=bool)
+        self.keys = _Keys()
 
     def add_row(self, fields: list) -> None:
-        piece, deliveries, late, through = fields
-        if not self.folded:  # every row carries the day's counts
-            self.deliveries = struct.unpack(">q", deliveries)[0]
-            self.late = struct.unpack(">q", late)[0]
+        piece, index, deliveries, late, through = fields
+        if struct.unpack(">i", index)[0] == 0:  # a group's first slice: its counts
+            count = struct.unpack(">q", deliveries)[0]
+            self.deliveries += count
+            self.keys.reserve(count)
+            self.late += struct.unpack(">q", late)[0]
             if through is not None:
                 micros = struct.unpack(">q", through)[0]
-                self.received_through = _PG_EPOCH + timedelta(microseconds=micros)
-            self.hashes = np.empty(self.deliveries, dtype=np.int32)
-            self.blocks = np.empty(self.deliveries, dtype=np.uint32)
-            self.offsets = np.empty(self.deliveries, dtype=np.uint16)
-            self.unsettled = np.empty(self.deliveries, dtype=bool)
+                moment = _PG_EPOCH + timedelta(microseconds=micros)
+                self.received_through = max(self.received_through or moment, moment)
         self._add(np.frombuffer(piece, dtype=self.packed))
 
     def _add(self, packed: np.ndarray) -> None:
@@ -372,11 +401,7 @@ class _Fold:
         # The rules of usage_tables.REASONS, but tokens beyond 32 bits, read back; a NaN latency
         # (NULL) is out of range.
         settled = known & (tokens != -1) & (latency >= 0) & (latency <= MAX_LATENCY_MS)
-        at = slice(self.folded, self.folded + len(packed))
-        self.hashes[at] = packed["h"]
-        self.blocks[at] = packed["block"]
-        self.offsets[at] = packed["offset"]
-        np.logical_not(settled, out=self.unsettled[at])
+        self.keys.append(packed, settled)
         self.folded += len(packed)
         tokens = tokens[settled]
         self._fold(group[settled], latency[settled], tokens >> 32, tokens & 0xFFFFFFFF)
@@ -418,7 +443,8 @@ class _Fold:
         many are unsettled; frees the keys."""
         if self.folded != self.deliveries:
             raise RuntimeError(f"{self.deliveries} deliveries, {self.folded} packed")
-        hashes, wanted = self.hashes, self.unsettled
+        hashes, blocks, offsets, wanted = self.keys.arrays()
+        self.keys = _Keys()
         ordered = np.sort(hashes)
         repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
         del ordered
@@ -430,8 +456,7 @@ class _Fold:
             seen[repeated & 0xFFFFF] = True
             maybe = np.flatnonzero(seen[hashes & 0xFFFFF])
             wanted[maybe[pd.Index(repeated).get_indexer(hashes[maybe]) >= 0]] = True
-        tids = list(zip(self.blocks[wanted].tolist(), self.offsets[wanted].tolist(), strict=True))
-        self.hashes = self.blocks = self.offsets = self.unsettled = None
+        tids = list(zip(blocks[wanted].tolist(), offsets[wanted].tolist(), strict=True))
         return tids, unsettled
 
     def rollup(self) -> pd.DataFrame:
@@ -456,6 +481,33 @@ class _Fold:
                 "events": frame["events"].to_numpy(),
             }
         )
+
+
+class _Keys:
+    """Each delivery's event hash, ctid (block, offset) and whether it is unsettled, in arrays
+    reserved group by group (one group: allocated once, at its size)."""
+
+    def __init__(self):
+        self.size = 0
+        self.columns = [np.empty(0, t) for t in (np.int32, np.uint32, np.uint16, bool)]
+
+    def reserve(self, count: int) -> None:
+        needed = self.size + count
+        if needed > len(self.columns[0]):
+            grown = max(needed, 2 * len(self.columns[0]))
+            for i, old in enumerate(self.columns):
+                self.columns[i] = np.empty(grown, old.dtype)
+                self.columns[i][: self.size] = old[: self.size]
+
+    def append(self, packed: np.ndarray, settled: np.ndarray) -> None:
+        at = slice(self.size, self.size + len(packed))
+        hashes, blocks, offsets, unsettled = self.columns
+        hashes[at], blocks[at], offsets[at] = packed["h"], packed["block"], packed["offset"]
+        np.logical_not(settled, out=unsettled[at])
+        self.size += len(packed)
+
+    def arrays(self) -> list[np.ndarray]:
+        return [c[: self.size] for c in self.columns]
 
 
 class _Folding:

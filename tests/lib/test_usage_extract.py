@@ -152,3 +152,35 @@ def test_postgres_without_a_listable_set_of_ids_gives_the_same_day(request, tmp_
     }
     assert (extract.stats["events"], extract.stats["quarantined_events"]) == (37, 6)
     assert extract.sketch["events"].sum() == 31
+
+
+def test_postgres_packed_in_groups_gives_the_same_day(request, tmp_path, monkeypatch):
+    # A table that may hold more deliveries than one bytea can (1 GB) is packed in groups of
+    # event hashes; here any table is "big".
+    monkeypatch.setattr(usage_pg, "GROUP_DELIVERIES", 5)
+    chosen = []
+    pack_groups = usage_pg.pack_groups
+    monkeypatch.setattr(
+        usage_pg, "pack_groups", lambda rows: chosen.append(pack_groups(rows)) or chosen[-1]
+    )
+    url, _ = crafted.databases("postgres", request, tmp_path)
+    crafted.build(url)
+    extract = extract_day(url, crafted.DAY)
+    assert chosen[0] > 1
+    assert _rollup(extract) == {
+        ("alpha", "bot", "ok"): (3, 300, 150, 300.0),
+        ("alpha", "coder", "error"): (1, 100, 0, 300.0),
+        ("beta", "bot", "ok"): (2, 20, 20, 400.0),
+        ("gamma", "coder", "ok"): (25, 25_000, 25_000, 3250.0),
+    }
+    assert (extract.stats["deliveries"], extract.stats["events"]) == (40, 37)
+    assert extract.stats["quarantined_events"] == 6 and extract.stats["late_deliveries"] == 1
+    assert extract.stats["received_through"] == datetime(2026, 3, 4, 0, 0, 0, 500000)
+    assert extract.sketch["events"].sum() == 31
+
+
+def test_the_groups_keep_each_bytea_under_its_limit():
+    assert usage_pg.pack_groups(0) == 1
+    assert usage_pg.pack_groups(usage_pg.GROUP_DELIVERIES) == 1
+    assert usage_pg.pack_groups(usage_pg.GROUP_DELIVERIES + 1) == 2
+    assert usage_pg.pack_groups(900_000_000) == 64  # 90 days of 10M

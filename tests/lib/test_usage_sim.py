@@ -55,6 +55,12 @@ def test_duplicates_late_events_and_malformed_rows_come_at_their_rates():
     assert 0 < malformed < 0.002 * n
 
 
+def test_without_volume_noise_a_day_has_exactly_its_weekday_share_of_events():
+    assert _day(_config(volume_sigma=0.0), WEDNESDAY)["event_id"].nunique() == 52_500  # x 1.05
+    assert _day(_config(volume_sigma=0.0), SATURDAY)["event_id"].nunique() == 27_500  # x 0.55
+    assert _day(_config(), WEDNESDAY)["event_id"].nunique() != 52_500
+
+
 def test_usage_follows_power_laws_and_daily_and_weekly_cycles():
     config = _config()
     wednesday, saturday = _day(config, WEDNESDAY), _day(config, SATURDAY)

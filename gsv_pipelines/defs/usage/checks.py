@@ -19,6 +19,15 @@ from gsv_pipelines.resources.warehouse import WarehouseResource
 EVENTS_RECONCILED = "events_reconciled"
 AGENT_ERROR_RATE = "agent_error_rate"
 QUOTA_EXCEEDED = "quota_exceeded"
+# Alerts named in a check's description; the rest are counted (every one is in its table).
+LISTED_ALERTS = 10
+
+
+def listed(alerts: list[str], table: str, limit: int = LISTED_ALERTS) -> str:
+    """The first `limit` alerts, then how many more (a bad day can alert for every tenant)."""
+    if len(alerts) <= limit:
+        return "; ".join(alerts)
+    return "; ".join(alerts[:limit]) + f"; and {len(alerts) - limit} more (table {table})"
 
 
 def run_days(context: dg.AssetCheckExecutionContext) -> list[date]:
@@ -105,7 +114,7 @@ def agent_error_rate(
     return dg.AssetCheckResult(
         passed=not alerts,
         severity=dg.AssetCheckSeverity.WARN,
-        description="; ".join(alerts)
+        description=listed(alerts, tables.AGENT_PERFORMANCE.name)
         or f"{len(eligible)} agent-day(s) with >= {policy.min_calls} calls, all at or under "
         f"{policy.max_error_rate:.0%} errors",
         metadata={
@@ -147,7 +156,7 @@ def quota_exceeded(
     return dg.AssetCheckResult(
         passed=not alerts,
         severity=dg.AssetCheckSeverity.WARN,
-        description="; ".join(alerts)
+        description=listed(alerts, tables.QUOTA_STATUS.name)
         or f"no tenant newly at or over {policy.quota_alert_pct}% "
         f"({over['tenant_id'].nunique()} already over this month)",
         metadata={

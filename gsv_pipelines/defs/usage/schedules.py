@@ -2,6 +2,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from gsv_pipelines.defs.automation import schedule_status
 from gsv_pipelines.defs.usage.assets import (
     agent_performance,
     billing,
@@ -11,7 +12,6 @@ from gsv_pipelines.defs.usage.assets import (
     usage_events,
 )
 from gsv_pipelines.defs.usage.partitions import DAILY, LOOKBACK_DAYS
-from gsv_pipelines.lib.settings import load_settings
 
 usage_job = dg.define_asset_job(
     "usage_job",
@@ -31,17 +31,11 @@ def lookback_range(scheduled_day) -> tuple[str, str]:
 
 @dg.definitions
 def schedules() -> dg.Definitions:
-    status = (
-        dg.DefaultScheduleStatus.RUNNING
-        if load_settings().is_prod
-        else dg.DefaultScheduleStatus.STOPPED
-    )
-
     @dg.schedule(
         job=usage_job,
         cron_schedule="30 1 * * *",
         execution_timezone="UTC",
-        default_status=status,
+        default_status=schedule_status(),
         description=f"Nightly: yesterday's usage, and the {LOOKBACK_DAYS} days before it again "
         "(late events), as one run over the range so month-to-date figures see every day.",
     )

@@ -318,3 +318,12 @@ def test_gsv_usage_policy_binds_the_policy_file(monkeypatch, tmp_path):
     policies = load_defs().resources["policies"]
     assert policies.usage_policy_path == str(path)
     assert (policies.usage().max_error_rate, policies.usage().min_calls) == (0.07, 20)
+
+
+def test_a_day_alerting_for_many_names_the_first_ten_and_counts_the_rest():
+    alerts = [f"QuotaExceeded tenant-{i:03d}" for i in range(25)]
+    assert checks.listed(alerts[:10], "quota_status") == "; ".join(alerts[:10])
+    described = checks.listed(alerts, "quota_status")
+    assert described.startswith("QuotaExceeded tenant-000; ")
+    assert "tenant-009" in described and "tenant-010" not in described
+    assert described.endswith("; and 15 more (table quota_status)")
