@@ -62,6 +62,30 @@ def test_deployed_images_come_from_the_cluster_only_in_prod(monkeypatch, no_secr
     assert type(load_defs().resources["workloads"]).__name__ == f"{kind}WorkloadsResource"
 
 
+@pytest.mark.parametrize(("env", "executor"), [("local", None), ("prod", "k8s")])
+def test_prod_runs_each_step_in_a_kubernetes_job_of_its_own(monkeypatch, no_secrets, env, executor):
+    monkeypatch.setenv("GSV_ENV", env)
+    defs = load_defs()
+    assert (defs.executor.name if defs.executor else None) == executor
+    assert defs.resolve_job_def("usage_job").executor_def.name == (
+        executor or "multi_or_in_process_executor"
+    )
+
+
+def test_no_step_hands_a_value_to_another(no_secrets):
+    # A step pod (k8s_job_executor) sees no other pod's files: an asset that loaded its upstream's
+    # value through the default IO manager would find nothing there.
+    repo = load_defs().get_repository_def()
+    loading = [
+        f"{assets_def.node_def.name}.{inp.name}"
+        for assets_def in repo.asset_graph.assets_defs
+        if assets_def.is_executable and assets_def.computation
+        for inp in assets_def.node_def.input_defs
+        if not inp.dagster_type.is_nothing
+    ]
+    assert loading == []
+
+
 def test_every_asset_spec_documents_itself(no_secrets):
     assert spec_problems(load_defs().resolve_all_asset_specs()) == []
 
