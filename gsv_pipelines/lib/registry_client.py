@@ -93,7 +93,9 @@ class RegistryClient:
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, monotonic expiry)
         self._token_lock = threading.Lock()
         self._session = requests.Session()
-        self._session.verify = config.tls_verify
+        # Passed with every request, not set on the session: requests lets REQUESTS_CA_BUNDLE or
+        # CURL_CA_BUNDLE override a session's verify=False (only a request's own False holds).
+        self._verify = config.tls_verify
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, pool_block=True)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -213,7 +215,9 @@ class RegistryClient:
         self, method: str, url: str, headers: dict[str, str], repository: str | None
     ) -> requests.Response:
         try:
-            return self._session.request(method, url, headers=headers, timeout=self.timeout)
+            return self._session.request(
+                method, url, headers=headers, timeout=self.timeout, verify=self._verify
+            )
         except requests.Timeout:
             raise RegistryError(
                 self.url,
@@ -277,7 +281,7 @@ class RegistryClient:
             realm = params["realm"]
             try:
                 response = self._session.get(
-                    realm, params=query, headers=headers, timeout=self.timeout
+                    realm, params=query, headers=headers, timeout=self.timeout, verify=self._verify
                 )
             except requests.RequestException as exc:
                 raise RegistryError(

@@ -1,10 +1,14 @@
-"""An OCI registry (Debian's `docker-registry`) on 127.0.0.1, and pushes with `skopeo`."""
+"""An OCI registry (Debian's `docker-registry`) on 127.0.0.1, and pushes with `skopeo`: open,
+or behind htpasswd Basic auth, over HTTP or HTTPS with a self-signed certificate."""
 
+import datetime
+import ipaddress
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import bcrypt
 import requests
 
 from gsv_pipelines.lib.processes import ManagedProcess, ServiceError, free_port
@@ -23,10 +27,11 @@ MANIFEST_TYPES = ", ".join(
 class Registry:
     host: str  # 127.0.0.1:<port>
     process: ManagedProcess
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def push(self, layout_dir: Path, repository: str, tag: str) -> None:
         """Copy the OCI layout's image into `repository:tag` on this registry."""
@@ -48,7 +53,9 @@ class Registry:
         )
 
     def tags(self, repository: str) -> list[str]:
-        response = requests.get(f"{self.url}/v2/{repository}/tags/list", timeout=5)
+        response = requests.get(
+            f"{self.url}/v2/{repository}/tags/list", timeout=5, verify=not self.tls
+        )
         response.raise_for_status()
         return sorted(response.json()["tags"] or [])
 
@@ -57,6 +64,7 @@ class Registry:
             f"{self.url}/v2/{repository}/manifests/{tag}",
             headers={"Accept": MANIFEST_TYPES},
             timeout=5,
+            verify=not self.tls,
         )
         response.raise_for_status()
         return response.headers["Docker-Content-Digest"]
@@ -65,7 +73,52 @@ class Registry:
         self.process.stop()
 
 
-def start_registry(root: Path) -> Registry:
+def htpasswd_line(user: str, password: str) -> str:
+    """An htpasswd entry the registry accepts (bcrypt, the only scheme it reads)."""
+    return f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()}\n"
+
+
+def self_signed_certificate(root: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key, and the key (PEM files in `root`)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gsv-test-registry")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = root / "registry.crt", root / "registry.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def start_registry(
+    root: Path, users: dict[str, str] | None = None, tls: bool = False, name: str = "registry"
+) -> Registry:
+    """A registry storing under `root`; `users` (name: password) turns on Basic auth, `tls`
+    serves HTTPS with a self-signed certificate."""
     binary = shutil.which("docker-registry")
     if not binary:
         raise ServiceError("docker-registry is not installed (apt-get install docker-registry)")
@@ -73,14 +126,27 @@ def start_registry(root: Path) -> Registry:
     config = root / "config.yml"
     root.mkdir(parents=True, exist_ok=True)
     # Our own config: the packaged one listens on every interface and enables auth.
-    config.write_text(
+    text = (
         "version: 0.1\n"
         "log:\n  level: warn\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
         "  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
-    process = ManagedProcess("registry", [binary, "serve", config], root / "registry.log").start()
-    registry = Registry(host=f"127.0.0.1:{port}", process=process)
-    process.wait_ready(lambda: requests.get(f"{registry.url}/v2/", timeout=1).ok)
+    if tls:
+        cert_path, key_path = self_signed_certificate(root)
+        text += f"  tls:\n    certificate: {cert_path}\n    key: {key_path}\n"
+    if users:
+        htpasswd = root / "htpasswd"
+        htpasswd.write_text("".join(htpasswd_line(u, p) for u, p in users.items()))
+        text += f"auth:\n  htpasswd:\n    realm: gsv-test\n    path: {htpasswd}\n"
+    config.write_text(text)
+    process = ManagedProcess(name, [binary, "serve", config], root / f"{name}.log").start()
+    registry = Registry(host=f"127.0.0.1:{port}", process=process, tls=tls)
+    expected = 401 if users else 200
+    process.wait_ready(
+        lambda: (
+            requests.get(f"{registry.url}/v2/", timeout=1, verify=not tls).status_code == expected
+        )
+    )
     return registry

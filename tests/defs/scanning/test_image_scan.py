@@ -4,13 +4,11 @@ import json
 import shutil
 import stat
 import subprocess
-import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import requests
 
 from gsv_pipelines.defs.scanning.assets import trivy_db
 from gsv_pipelines.defs.scanning.image_scan import (
@@ -31,13 +29,13 @@ from gsv_pipelines.lib.oci_image import (
     PLANTED_SECRET_RULE,
     build_alpine_image,
 )
-from gsv_pipelines.lib.processes import ManagedProcess, free_port
 from gsv_pipelines.lib.store import BackupStore
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.registries import RegistriesResource
 from gsv_pipelines.resources.storage import BackupStoreResource
 from gsv_pipelines.resources.trivy import TrivyResource
 from gsv_pipelines.resources.vault import VaultResource
+from tests.services.registry import start_registry
 
 ASSETS = [image_scan, no_fixable_critical, no_embedded_secrets]
 OP = "scanning__image_scan"
@@ -414,32 +412,12 @@ PASSWORD = "registry-pw-7f3c1e9a"  # generated for this test registry only
 @pytest.fixture(scope="module")
 def private_registry(tmp_path_factory):
     """docker-registry with htpasswd authentication, on loopback."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt  # bcrypt hashes through libc; Python 3.11 still has it
-
-        hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))
     root = tmp_path_factory.mktemp("private-registry")
-    (root / "htpasswd").write_text(f"{USERNAME}:{hashed}\n")
-    port = free_port()
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"auth:\n  htpasswd:\n    realm: gsv-test\n    path: {root / 'htpasswd'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    binary = shutil.which("docker-registry")
-    assert binary, "docker-registry is not installed (apt-get install docker-registry)"
-    process = ManagedProcess(
-        "private-registry", [binary, "serve", root / "config.yml"], root / "log"
-    )
-    process.start()
-    url = f"http://127.0.0.1:{port}"
+    registry = start_registry(root, users={USERNAME: PASSWORD}, name="private-registry")
     try:
-        process.wait_ready(lambda: requests.get(f"{url}/v2/", timeout=1).status_code == 401)
-        yield url
+        yield registry.url
     finally:
-        process.stop()
+        registry.stop()
 
 
 def test_registry_credentials_come_from_vault_and_go_nowhere_else(
@@ -524,3 +502,46 @@ def test_the_code_location_has_the_job_the_push_sensor_launches(env):
         f"{OP}_{NO_FIXABLE_CRITICAL}",
         f"{OP}_{NO_EMBEDDED_SECRETS}",
     }
+
+
+# --- a registry serving HTTPS with a self-signed certificate ------------------------------------
+
+
+def test_a_self_signed_registry_is_scanned_only_when_listed_with_tls_verify_false(
+    env, tmp_path, trivy_bin
+):
+    server = start_registry(tmp_path / "registry", tls=True, name="registry-tls")
+    try:
+        layout = tmp_path / "layout"
+        digest = build_alpine_image(layout, "1.0", DEMO_PACKAGE_TUPLES)
+        subprocess.run(
+            ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", f"oci:{layout}",
+             f"docker://{server.host}/agents/tls:1.0"],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        reference = f"{server.host}/agents/tls@{digest}"
+        listed = tmp_path / "tls.yaml"
+        listed.write_text(
+            f"registries:\n  - name: selfsigned\n    url: {server.url}\n    tls_verify: false\n"
+        )
+        trivy = TrivyResource(binary=trivy_bin, cache_dir=str(env["cache"]), timeout_seconds=120)
+        with dg.instance_for_test() as instance:
+            # Not listed: Trivy verifies the certificate, and refuses it.
+            refused = _materialize(instance, env, digest, reference, trivy=trivy)
+            assert "certificate" in _failure(refused)
+
+            result = _materialize(
+                instance,
+                env,
+                digest,
+                reference,
+                registries=RegistriesResource(path=str(listed)),
+                trivy=trivy,
+            )
+        assert _metadata(result)["source"] == "registry selfsigned"
+        record = scan_store.latest_scan(env["store"], digest)
+        found = scan_store.read_frame(env["store"], record, "vulnerabilities")
+        assert set(found["vulnerability_id"]) == DB_CVES
+    finally:
+        server.stop()

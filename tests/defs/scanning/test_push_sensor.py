@@ -1,10 +1,8 @@
 """image_push_sensor against the real registry: pushes become scans, once per digest; registry
 errors and timeouts (FlakyProxy in front of the registry) leave the cursor for a later tick."""
 
-import shutil
 import subprocess
 import uuid
-import warnings
 
 import dagster as dg
 import hvac
@@ -17,12 +15,13 @@ from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.defs.scanning.sensors import build_image_push_sensor, sensors
 from gsv_pipelines.lib import vault_kv
 from gsv_pipelines.lib.oci_image import build_alpine_image
-from gsv_pipelines.lib.processes import ManagedProcess, free_port
+from gsv_pipelines.lib.processes import free_port
 from gsv_pipelines.lib.push_watch import load_cursor
 from gsv_pipelines.lib.registry_client import MANIFEST_ACCEPT
 from gsv_pipelines.resources.registries import RegistriesResource
 from gsv_pipelines.resources.vault import VaultResource
 from tests.services.flaky_proxy import FlakyProxy
+from tests.services.registry import start_registry
 
 USER, PASSWORD = "gsv-scanner", "basic-auth-password-71aa"
 
@@ -256,34 +255,45 @@ def test_the_sensor_targets_the_scan_job_partitioned_by_digest():
 
 @pytest.fixture(scope="module")
 def basic_auth_registry(registry, tmp_path_factory):
-    """A second docker-registry requiring Basic auth from an htpasswd file. The bcrypt hash comes
-    from the stdlib's crypt (libxcrypt): neither the bcrypt package nor htpasswd is installed."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
+    """A second docker-registry requiring Basic auth from an htpasswd file."""
     root = tmp_path_factory.mktemp("registry-basic")
-    hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
-    assert hashed and hashed.startswith("$2")
-    (root / "htpasswd").write_text(f"{USER}:{hashed}\n")
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: gsv-test\n    path: {root / 'htpasswd'}\n"
-    )
-    process = ManagedProcess(
-        "registry-basic", [shutil.which("docker-registry"), "serve", config], root / "log"
-    ).start()
-    host = f"127.0.0.1:{port}"
+    private = start_registry(root, users={USER: PASSWORD}, name="registry-basic")
     try:
-        process.wait_ready(lambda: requests.get(f"http://{host}/v2/", timeout=1).status_code == 401)
-        digest = push_variant(host, root, "private/app", "1.0", "basic1", creds=(USER, PASSWORD))
-        yield {"host": host, "url": f"http://{host}", "digest": digest}
+        creds = (USER, PASSWORD)
+        digest = push_variant(private.host, root, "private/app", "1.0", "basic1", creds=creds)
+        yield {"host": private.host, "url": private.url, "digest": digest}
     finally:
-        process.stop()
+        private.stop()
+
+
+def test_a_self_signed_registry_is_watched_only_with_tls_verify_false(
+    tmp_path, no_vault, monkeypatch
+):
+    # As in many images: a CA bundle named in the environment, which requests would let override
+    # a session's verify=False.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", requests.certs.where())
+    server = start_registry(tmp_path / "registry", tls=True, name="registry-tls")
+    try:
+        digest = push_variant(server.host, tmp_path, "selfsigned/app", "1.0", "tls1")
+        listed = {}
+        for verify in (True, False):
+            (tmp_path / str(verify)).mkdir()
+            setting = "" if verify else "    tls_verify: false\n"
+            listed[verify] = {
+                "registries": registries_file(
+                    tmp_path / str(verify), entry("tls", server.url, "selfsigned/app", setting)
+                ),
+                "vault": no_vault,
+            }
+        sensor = build_image_push_sensor()
+        with dg.instance_for_test() as instance:
+            with pytest.raises(RuntimeError) as refused:
+                tick(sensor, instance, listed[True], None)
+            result = tick(sensor, instance, listed[False], None)
+    finally:
+        server.stop()
+    assert "TLS verification failed" in str(refused.value)
+    assert scanned(result) == [digest]
 
 
 def test_credentials_from_the_environment_open_a_basic_auth_registry(
