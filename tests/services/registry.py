@@ -33,8 +33,10 @@ class Registry:
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.host}"
 
-    def push(self, layout_dir: Path, repository: str, tag: str) -> None:
-        """Copy the OCI layout's image into `repository:tag` on this registry."""
+    def push(
+        self, layout_dir: Path, repository: str, tag: str, creds: tuple[str, str] | None = None
+    ) -> None:
+        """Copy the OCI layout's image into `repository:tag` on this registry (as `creds`)."""
         skopeo = shutil.which("skopeo")
         if not skopeo:
             raise ServiceError("skopeo is not installed (apt-get install skopeo)")
@@ -44,6 +46,7 @@ class Registry:
                 "--insecure-policy",
                 "copy",
                 "--dest-tls-verify=false",
+                *([f"--dest-creds={creds[0]}:{creds[1]}"] if creds else []),
                 f"oci:{layout_dir}",
                 f"docker://{self.host}/{repository}:{tag}",
             ],

@@ -3,7 +3,6 @@
 import json
 import shutil
 import stat
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -415,9 +414,24 @@ def private_registry(tmp_path_factory):
     root = tmp_path_factory.mktemp("private-registry")
     registry = start_registry(root, users={USERNAME: PASSWORD}, name="private-registry")
     try:
-        yield registry.url
+        yield registry
     finally:
         registry.stop()
+
+
+def _refused_then_scanned(instance, env, digest, reference, listed, trivy, **resources):
+    """The image scanned with no registry listed (the failure's text), then with `listed`."""
+    refused = _materialize(instance, env, digest, reference, trivy=trivy)
+    result = _materialize(
+        instance,
+        env,
+        digest,
+        reference,
+        registries=RegistriesResource(path=str(listed)),
+        trivy=trivy,
+        **resources,
+    )
+    return _failure(refused), result
 
 
 def test_registry_credentials_come_from_vault_and_go_nowhere_else(
@@ -425,21 +439,8 @@ def test_registry_credentials_come_from_vault_and_go_nowhere_else(
 ):
     layout = tmp_path / "layout"
     digest = build_alpine_image(layout, "1.0", DEMO_PACKAGE_TUPLES)
-    host = private_registry.removeprefix("http://")
-    subprocess.run(
-        [
-            "skopeo",
-            "--insecure-policy",
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            f"{USERNAME}:{PASSWORD}",
-            f"oci:{layout}",
-            f"docker://{host}/agents/runtime:1.0",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    private_registry.push(layout, "agents/runtime", "1.0", creds=(USERNAME, PASSWORD))
+    host = private_registry.host
     reference = f"{host}/agents/runtime@{digest}"
     vault = VaultResource(addr=openbao.addr, token=openbao.token)
     vault_kv.write(
@@ -451,25 +452,17 @@ def test_registry_credentials_come_from_vault_and_go_nowhere_else(
     )
     listed = tmp_path / "private.yaml"
     listed.write_text(
-        f"registries:\n  - name: private\n    url: {private_registry}\n"
+        f"registries:\n  - name: private\n    url: {private_registry.url}\n"
         "    credentials:\n      vault: {path: registries/private}\n"
     )
     binary, calls = _counting_wrapper(tmp_path, trivy_bin)
     trivy = TrivyResource(binary=binary, cache_dir=str(env["cache"]), timeout_seconds=120)
     with dg.instance_for_test() as instance:
         # Not listed: scanned anonymously, which this registry refuses.
-        refused = _materialize(instance, env, digest, reference, trivy=trivy)
-        assert "UNAUTHORIZED" in _failure(refused)
-
-        result = _materialize(
-            instance,
-            env,
-            digest,
-            reference,
-            registries=RegistriesResource(path=str(listed)),
-            vault=vault,
-            trivy=trivy,
+        refused, result = _refused_then_scanned(
+            instance, env, digest, reference, listed, trivy, vault=vault
         )
+        assert "UNAUTHORIZED" in refused
         metadata = _metadata(result)
         assert (metadata["scanned"], metadata["source"]) == (True, "registry private")
         record = scan_store.latest_scan(env["store"], digest)
@@ -514,12 +507,7 @@ def test_a_self_signed_registry_is_scanned_only_when_listed_with_tls_verify_fals
     try:
         layout = tmp_path / "layout"
         digest = build_alpine_image(layout, "1.0", DEMO_PACKAGE_TUPLES)
-        subprocess.run(
-            ["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", f"oci:{layout}",
-             f"docker://{server.host}/agents/tls:1.0"],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
+        server.push(layout, "agents/tls", "1.0")
         reference = f"{server.host}/agents/tls@{digest}"
         listed = tmp_path / "tls.yaml"
         listed.write_text(
@@ -528,17 +516,8 @@ def test_a_self_signed_registry_is_scanned_only_when_listed_with_tls_verify_fals
         trivy = TrivyResource(binary=trivy_bin, cache_dir=str(env["cache"]), timeout_seconds=120)
         with dg.instance_for_test() as instance:
             # Not listed: Trivy verifies the certificate, and refuses it.
-            refused = _materialize(instance, env, digest, reference, trivy=trivy)
-            assert "certificate" in _failure(refused)
-
-            result = _materialize(
-                instance,
-                env,
-                digest,
-                reference,
-                registries=RegistriesResource(path=str(listed)),
-                trivy=trivy,
-            )
+            refused, result = _refused_then_scanned(instance, env, digest, reference, listed, trivy)
+        assert "certificate" in refused
         assert _metadata(result)["source"] == "registry selfsigned"
         record = scan_store.latest_scan(env["store"], digest)
         found = scan_store.read_frame(env["store"], record, "vulnerabilities")
