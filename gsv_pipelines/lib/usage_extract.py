@@ -26,31 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from gsv_pipelines.lib import usage_pg, usage_sketch
-from gsv_pipelines.lib.usage_pg import MAX_LATENCY_MS
-from gsv_pipelines.lib.usage_tables import STATUSES
-
-BAD_COLUMNS = (
-    "source",
-    "event_id",
-    "tenant_id",
-    "agent_id",
-    "occurred_at",
-    "received_at",
-    "latency_ms",
-    "status",
-    "tokens_in",
-    "tokens_out",
-)
-_STATUS_LIST = ", ".join(f"'{s}'" for s in STATUSES)
-# The REASONS rules, in order, on the columns of the first delivery.
-_REASON = f"""CASE
-        WHEN tenant_id NOT IN (SELECT tenant_id FROM tenants) THEN 'unknown_tenant'
-        WHEN agent_id NOT IN (SELECT agent_id FROM agents) THEN 'unknown_agent'
-        WHEN status NOT IN ({_STATUS_LIST}) THEN 'unknown_status'
-        WHEN latency_ms IS NULL THEN 'missing_latency'
-        WHEN NOT (latency_ms >= 0 AND latency_ms <= {MAX_LATENCY_MS}) THEN 'latency_out_of_range'
-        WHEN tokens_in < 0 OR tokens_out < 0 THEN 'negative_tokens'
-    END"""
+from gsv_pipelines.lib.usage_tables import DELIVERY_COLUMNS, REASON_SQL
 
 _SQLITE = f"""
 WITH ranked AS (
@@ -64,14 +40,14 @@ WITH ranked AS (
     FROM usage_events
     WHERE occurred_at >= :start AND occurred_at < :end
 ), classified AS MATERIALIZED (
-    SELECT *, {_REASON} AS reason FROM ranked WHERE delivery = 1
+    SELECT *, {REASON_SQL} AS reason FROM ranked WHERE delivery = 1
 )
 SELECT 0 AS is_sketch, tenant_id, agent_id, status, reason, NULL AS bucket,
        count(*) AS events,
        sum(coalesce(tokens_in, 0)) AS tokens_in,
        sum(coalesce(tokens_out, 0)) AS tokens_out,
        sum(latency_ms) FILTER (WHERE reason IS NULL) AS latency_ms_sum,
-       json_group_array(json_array({", ".join(BAD_COLUMNS)})) FILTER (WHERE reason IS NOT NULL)
+       json_group_array(json_array({", ".join(DELIVERY_COLUMNS)})) FILTER (WHERE reason IS NOT NULL)
            AS bad
 FROM classified
 GROUP BY tenant_id, agent_id, status, reason
@@ -108,7 +84,7 @@ class DayExtract:
     day: date
     rollup: pd.DataFrame  # day, tenant_id, agent_id, status, events, tokens_in, tokens_out, ...
     sketch: pd.DataFrame  # day, agent_id, bucket, events
-    quarantine: pd.DataFrame  # day, BAD_COLUMNS..., reason
+    quarantine: pd.DataFrame  # day, DELIVERY_COLUMNS..., reason
     stats: dict
     seconds: float
 
@@ -263,7 +239,7 @@ def _assemble(day, stats, rollup, sketch, quarantine_rows, started) -> DayExtrac
 
 
 def _quarantine(day: date, rows: list[tuple]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=[*BAD_COLUMNS, "reason"])
+    frame = pd.DataFrame(rows, columns=[*DELIVERY_COLUMNS, "reason"])
     for column in ("occurred_at", "received_at"):
         frame[column] = pd.to_datetime(
             frame[column].map(lambda v: v if isinstance(v, str) or v is None else v.isoformat()),

@@ -44,9 +44,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from gsv_pipelines.lib import usage_sketch
+from gsv_pipelines.lib.usage_tables import DELIVERY_COLUMNS, MAX_LATENCY_MS, REASON_SQL, STATUSES
 
-STATUSES = ("ok", "error", "timeout")
-MAX_LATENCY_MS = 3_600_000  # an hour: anything longer is not a call's latency
 # Parallel workers for _PACK besides the leader, which also appends every packed delivery: more
 # workers only queue behind it (2 cores: 1 worker 2.0 s, 2 workers 2.6 s, none 3.3 s).
 PACK_WORKERS = 1
@@ -156,27 +155,7 @@ SELECT {_COMBINED.replace("status", "s")}
 FROM tenants CROSS JOIN agents CROSS JOIN unnest(%(statuses)s::text[]) AS s
 ORDER BY tenant_id, agent_id, s
 """
-_REASON = f"""CASE
-        WHEN tenant_id NOT IN (SELECT tenant_id FROM tenants) THEN 'unknown_tenant'
-        WHEN agent_id NOT IN (SELECT agent_id FROM agents) THEN 'unknown_agent'
-        WHEN status NOT IN ('ok', 'error', 'timeout') THEN 'unknown_status'
-        WHEN latency_ms IS NULL THEN 'missing_latency'
-        WHEN NOT (latency_ms >= 0 AND latency_ms <= {MAX_LATENCY_MS}) THEN 'latency_out_of_range'
-        WHEN tokens_in < 0 OR tokens_out < 0 THEN 'negative_tokens'
-    END"""
-ROW_COLUMNS = [
-    "source",
-    "event_id",
-    "tenant_id",
-    "agent_id",
-    "occurred_at",
-    "received_at",
-    "latency_ms",
-    "status",
-    "tokens_in",
-    "tokens_out",
-    "reason",
-]
+ROW_COLUMNS = [*DELIVERY_COLUMNS, "reason"]
 # Columns only a quarantined delivery needs: the others are settled from their ids and values.
 _QUARANTINED = {
     c: f"CASE WHEN reason IS NOT NULL THEN {c} END AS {c}"
@@ -188,7 +167,7 @@ _ROWS = f"""
 SELECT {", ".join(_QUARANTINED.get(c, c) for c in ROW_COLUMNS)}, reason IS NOT NULL AS invalid,
        later, reason IS NULL AND (tokens_in > 2147483647 OR tokens_out > 2147483647) AS wide_tokens
 FROM (
-    SELECT *, {_REASON} AS reason,
+    SELECT *, {REASON_SQL} AS reason,
            row_number() OVER (
                PARTITION BY event_id COLLATE "C", source COLLATE "C"
                ORDER BY received_at, tenant_id COLLATE "C", agent_id COLLATE "C",

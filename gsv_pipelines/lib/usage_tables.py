@@ -19,6 +19,17 @@ REASONS = (
     "negative_tokens",
 )
 QUOTA_THRESHOLDS = (80, 100, 120)
+MAX_LATENCY_MS = 3_600_000  # an hour: anything longer is not a call's latency
+# The REASONS rules in SQL over a delivery's columns, in order: the first one broken names it.
+# Both extraction paths (PostgreSQL and SQLite) use this one text.
+REASON_SQL = f"""CASE
+        WHEN tenant_id NOT IN (SELECT tenant_id FROM tenants) THEN 'unknown_tenant'
+        WHEN agent_id NOT IN (SELECT agent_id FROM agents) THEN 'unknown_agent'
+        WHEN status NOT IN ({", ".join(f"'{s}'" for s in STATUSES)}) THEN 'unknown_status'
+        WHEN latency_ms IS NULL THEN 'missing_latency'
+        WHEN NOT (latency_ms >= 0 AND latency_ms <= {MAX_LATENCY_MS}) THEN 'latency_out_of_range'
+        WHEN tokens_in < 0 OR tokens_out < 0 THEN 'negative_tokens'
+    END"""
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,8 @@ QUARANTINE = Table(
         Column("reason", "text", "the first rule the event breaks", isin=REASONS),
     ),
 )
+# A quarantined delivery's columns as the source holds them (the table's, less day and reason).
+DELIVERY_COLUMNS = tuple(QUARANTINE.column_names[1:-1])
 
 EVENT_STATS = Table(
     "usage_event_stats",
