@@ -26,6 +26,7 @@ from gsv_pipelines.lib.demo_data import (
     DEMO_TENANTS,
     apply_platform_schema,
 )
+from gsv_pipelines.lib.usage_tables import REASONS
 
 SOURCES = ("gateway-eu", "gateway-us", "batch-import")
 SOURCE_WEIGHTS = (0.55, 0.40, 0.05)
@@ -54,15 +55,8 @@ US_PER_HOUR = 3_600_000_000
 PLAN_FACTOR = {"free": 0.15, "team": 1.0, "business": 4.0}
 # The demo's first six tenants keep the plans and join dates demo_data.seed_platform_db gives them.
 DEMO_JOINED = datetime(2026, 1, 5)
-# How malformed rows are malformed, each a quarantine reason of the usage pipeline.
-BAD_KINDS = (
-    "unknown_tenant",
-    "unknown_agent",
-    "unknown_status",
-    "missing_latency",
-    "latency_out_of_range",
-    "negative_tokens",
-)
+# How malformed rows are malformed: one kind per quarantine reason of the usage pipeline.
+BAD_KINDS = REASONS
 
 
 @dataclass(frozen=True)
@@ -349,8 +343,10 @@ def _malform(frame: pd.DataFrame, rng, rate: float) -> pd.DataFrame:
             frame.loc[rows, "latency_ms"] = np.nan
         elif name == "latency_out_of_range":
             frame.loc[rows, "latency_ms"] = -frame.loc[rows, "latency_ms"]
-        else:
+        elif name == "negative_tokens":
             frame.loc[rows, "tokens_in"] = -frame.loc[rows, "tokens_in"]
+        else:
+            raise ValueError(f"the simulator cannot yet malform a row for {name!r}")
     return frame
 
 
