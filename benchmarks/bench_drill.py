@@ -149,11 +149,7 @@ def _postgres(rows: int) -> dict:
     print(f"  PostgreSQL: {rows:,} rows", flush=True)
     server = start_postgres()
     try:
-        conn = server.connect()
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("CREATE DATABASE platform")
-        conn.close()
+        server.create_database("platform")
         with server.connect("platform") as conn, conn.cursor() as cur:
             cur.execute(TABLE.format(rows=rows))
         with tempfile.TemporaryDirectory(prefix="gsv-bench-drill-pg-") as tmp:

@@ -249,13 +249,8 @@ def run() -> dict:
     with tempfile.TemporaryDirectory(prefix="gsv-bench-usage-"):
         server = start_postgres()
         try:
-            conn = server.connect()
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute("CREATE DATABASE platform")
-                cur.execute("CREATE DATABASE warehouse")
-            conn.close()
-            source, warehouse = server.url("platform"), server.url("warehouse")
+            source = server.url(server.create_database("platform"))
+            warehouse = server.url(server.create_database("warehouse"))
             print(f"  simulating {EVENTS:,} events for {DAY} ...", flush=True)
             start = time.perf_counter()
             seeded = seed_usage(

@@ -68,13 +68,7 @@ INSERT INTO usage_events VALUES
 
 
 def create_database(postgres, prefix: str) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    conn = postgres.connect()
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
-    return name
+    return postgres.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")
 
 
 def run_sql(postgres, dbname: str, sql: str) -> None:

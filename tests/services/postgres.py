@@ -46,6 +46,17 @@ class Postgres:
             host="127.0.0.1", port=self.port, user=USER, dbname=dbname, password=self.password
         )
 
+    def create_database(self, name: str) -> str:
+        """A new, empty database `name` (autocommit: CREATE DATABASE runs outside a transaction)."""
+        conn = self.connect()
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE {name}")
+        finally:
+            conn.close()
+        return name
+
     def stop(self) -> None:
         _as_owner([self.bindir / "pg_ctl", "-D", self.root / "data", "-m", "fast", "-w", "stop"])
         shutil.rmtree(self.root, ignore_errors=True)

@@ -170,13 +170,7 @@ def build(url: str, with_late: bool = False) -> None:
 
 def new_postgres_database(postgres, prefix: str) -> str:
     """A new, empty database on the session's PostgreSQL; its SQLAlchemy URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    conn = postgres.connect()
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    conn.close()
-    return postgres.url(name)
+    return postgres.url(postgres.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}"))
 
 
 def databases(kind: str, request, tmp_path) -> tuple[str, str]:
