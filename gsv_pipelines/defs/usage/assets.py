@@ -226,16 +226,21 @@ _PLANS = ("plans", "subscriptions")
 _USAGE_DEP = dg.AssetDep(["usage", "usage_events"], partition_mapping=MONTH_TO_DATE)
 
 
-@dg.asset(
-    key=["usage", "tenant_usage"],
-    group_name="usage",
-    partitions_def=DAILY,
-    deps=[_USAGE_DEP, platform_tenants],
-    owners=OWNERS,
-    kinds={"pandas", "postgres"},
-    tags=TAGS,
-    metadata=_table_metadata(tables.TENANT_USAGE),
-)
+def _aggregate_asset(table: tables.Table, *deps):
+    """The decorator of an aggregate: a daily usage asset writing `table`, keyed by its name."""
+    return dg.asset(
+        key_prefix="usage",
+        group_name="usage",
+        partitions_def=DAILY,
+        deps=list(deps),
+        owners=OWNERS,
+        kinds={"pandas", "postgres"},
+        tags=TAGS,
+        metadata=_table_metadata(table),
+    )
+
+
+@_aggregate_asset(tables.TENANT_USAGE, _USAGE_DEP, platform_tenants)
 def tenant_usage(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -249,16 +254,7 @@ def tenant_usage(
     return _aggregate(context, platform_db, warehouse, tables.TENANT_USAGE, compute, ("tenants",))
 
 
-@dg.asset(
-    key=["usage", "agent_performance"],
-    group_name="usage",
-    partitions_def=DAILY,
-    deps=[_USAGE_DEP, platform_agents],
-    owners=OWNERS,
-    kinds={"pandas", "postgres"},
-    tags=TAGS,
-    metadata=_table_metadata(tables.AGENT_PERFORMANCE),
-)
+@_aggregate_asset(tables.AGENT_PERFORMANCE, _USAGE_DEP, platform_agents)
 def agent_performance(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -279,16 +275,7 @@ def agent_performance(
     )
 
 
-@dg.asset(
-    key=["usage", "billing"],
-    group_name="usage",
-    partitions_def=DAILY,
-    deps=[_USAGE_DEP, platform_plans, platform_subscriptions],
-    owners=OWNERS,
-    kinds={"pandas", "postgres"},
-    tags=TAGS,
-    metadata=_table_metadata(tables.BILLING),
-)
+@_aggregate_asset(tables.BILLING, _USAGE_DEP, platform_plans, platform_subscriptions)
 def billing(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -306,16 +293,7 @@ def billing(
     return _aggregate(context, platform_db, warehouse, tables.BILLING, compute, _PLANS)
 
 
-@dg.asset(
-    key=["usage", "subscription_metrics"],
-    group_name="usage",
-    partitions_def=DAILY,
-    deps=[platform_plans, platform_subscriptions],
-    owners=OWNERS,
-    kinds={"pandas", "postgres"},
-    tags=TAGS,
-    metadata=_table_metadata(tables.SUBSCRIPTION_METRICS),
-)
+@_aggregate_asset(tables.SUBSCRIPTION_METRICS, platform_plans, platform_subscriptions)
 def subscription_metrics(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -332,16 +310,7 @@ def subscription_metrics(
     return _aggregate(context, platform_db, warehouse, tables.SUBSCRIPTION_METRICS, compute, _PLANS)
 
 
-@dg.asset(
-    key=["usage", "quota_status"],
-    group_name="usage",
-    partitions_def=DAILY,
-    deps=[_USAGE_DEP, platform_plans, platform_subscriptions],
-    owners=OWNERS,
-    kinds={"pandas", "postgres"},
-    tags=TAGS,
-    metadata=_table_metadata(tables.QUOTA_STATUS),
-)
+@_aggregate_asset(tables.QUOTA_STATUS, _USAGE_DEP, platform_plans, platform_subscriptions)
 def quota_status(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
