@@ -71,16 +71,10 @@ def create_database(postgres, prefix: str) -> str:
     return postgres.create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")
 
 
-def run_sql(postgres, dbname: str, sql: str) -> None:
-    with postgres.connect(dbname) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
-
-
 @pytest.fixture
 def platform_db(postgres) -> str:
     name = create_database(postgres, "platform")
-    run_sql(postgres, name, PG_SCHEMA)
+    postgres.sql(name, PG_SCHEMA)
     return name
 
 
@@ -110,11 +104,11 @@ def test_a_pg_dump_restores_to_the_same_table_stats(postgres, platform_db, store
 
     scratch = create_database(postgres, "drill")
     # timestamptz comes back in the session's time zone: the stats must not depend on it.
-    run_sql(postgres, "postgres", f"ALTER DATABASE {scratch} SET timezone TO 'Asia/Tokyo'")
+    postgres.sql("postgres", f"ALTER DATABASE {scratch} SET timezone TO 'Asia/Tokyo'")
     restore(store, stored.key, postgres.url(scratch))
     assert table_stats(postgres.url(scratch)) == source
 
-    run_sql(postgres, scratch, "UPDATE accounts SET email = 'zoe@example.com' WHERE id = 1")
+    postgres.sql(scratch, "UPDATE accounts SET email = 'zoe@example.com' WHERE id = 1")
     changed = table_stats(postgres.url(scratch))
     assert changed["accounts"]["sha256"] != source["accounts"]["sha256"]
     assert changed["accounts"]["rows"] == source["accounts"]["rows"]
@@ -126,21 +120,21 @@ def test_table_stats_see_added_and_removed_rows_and_null_versus_empty(postgres, 
     before = table_stats(url)
 
     # A third copy of a row already there twice, in the table without a primary key.
-    run_sql(postgres, platform_db, "INSERT INTO usage_events SELECT * FROM usage_events LIMIT 1")
+    postgres.sql(platform_db, "INSERT INTO usage_events SELECT * FROM usage_events LIMIT 1")
     added = table_stats(url)["usage_events"]
     assert added["rows"] == 5
     assert added["sha256"] != before["usage_events"]["sha256"]
 
     newest = "SELECT max(ctid) FROM usage_events"
-    run_sql(postgres, platform_db, f"DELETE FROM usage_events WHERE ctid = ({newest})")
+    postgres.sql(platform_db, f"DELETE FROM usage_events WHERE ctid = ({newest})")
     assert table_stats(url) == before
 
-    run_sql(postgres, platform_db, "DELETE FROM usage_events WHERE account_id IS NULL")
+    postgres.sql(platform_db, "DELETE FROM usage_events WHERE account_id IS NULL")
     removed = table_stats(url)["usage_events"]
     assert removed["rows"] == 3
     assert removed["sha256"] != before["usage_events"]["sha256"]
 
-    run_sql(postgres, platform_db, "UPDATE accounts SET email = NULL WHERE email = ''")
+    postgres.sql(platform_db, "UPDATE accounts SET email = NULL WHERE email = ''")
     assert table_stats(url)["accounts"]["sha256"] != before["accounts"]["sha256"]
 
 

@@ -33,30 +33,17 @@ INSERT INTO usage_events SELECT 1 + g % 50, g * 3, jsonb_build_object('n', g)
 """
 
 
-def _sql(postgres, dbname: str, sql: str, autocommit: bool = False) -> list:
-    conn = postgres.connect(dbname)
-    conn.autocommit = autocommit
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            rows = cur.fetchall() if cur.description else []
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def database(postgres) -> str:
     name = f"platform_{uuid.uuid4().hex[:8]}"
-    _sql(postgres, "postgres", f"CREATE DATABASE {name}", autocommit=True)
-    _sql(postgres, name, SCHEMA)
+    postgres.create_database(name)
+    postgres.sql(name, SCHEMA)
     return name
 
 
 def _databases(postgres, prefix: str = PREFIX) -> list[str]:
-    rows = _sql(
-        postgres, "postgres", f"select datname from pg_database where datname like '{prefix}%'"
+    rows = postgres.sql(
+        "postgres", f"select datname from pg_database where datname like '{prefix}%'"
     )
     return sorted(r[0] for r in rows)
 
@@ -117,8 +104,7 @@ def test_a_restore_over_a_populated_database_keeps_a_safety_backup(postgres, dat
     url = postgres.url(database)
     backed_up = table_stats(url)
     manifest = _backup(url, store)
-    _sql(
-        postgres,
+    postgres.sql(
         database,
         "DELETE FROM usage_events WHERE tokens > 3000; UPDATE tenants SET name = 'x'",
     )
@@ -159,18 +145,16 @@ def test_leftover_databases_are_removed_only_when_marked(postgres, tmp_path):
     now = datetime.now(UTC)
     mark = marker("killed-run", "drill", "platform_db", "platform", now)
     handler = PostgresHandler(postgres.url("postgres"), store)
-    _sql(postgres, "postgres", f"CREATE DATABASE {PREFIX}killed", autocommit=True)
+    postgres.create_database(f"{PREFIX}killed")
     comment = json.dumps(mark)
-    _sql(
-        postgres, "postgres", f"COMMENT ON DATABASE {PREFIX}killed IS '{comment}'", autocommit=True
-    )
-    _sql(postgres, "postgres", f"CREATE DATABASE {PREFIX}unmarked", autocommit=True)
+    postgres.sql("postgres", f"COMMENT ON DATABASE {PREFIX}killed IS '{comment}'", autocommit=True)
+    postgres.create_database(f"{PREFIX}unmarked")
 
     removed = remove_leftovers(handler, set(), now)
 
     assert len(removed) == 1 and f"{PREFIX}killed" in removed[0]
     assert _databases(postgres) == [f"{PREFIX}unmarked"]
-    _sql(postgres, "postgres", f"DROP DATABASE {PREFIX}unmarked", autocommit=True)
+    postgres.sql("postgres", f"DROP DATABASE {PREFIX}unmarked", autocommit=True)
 
 
 def _sqlite(path) -> str:
@@ -235,9 +219,8 @@ def test_a_sqlite_drill_refuses_to_restore_into_the_source(tmp_path):
 
 def test_tables_with_unhashable_types_are_digested_from_their_text(postgres, tmp_path):
     name = f"platform_{uuid.uuid4().hex[:8]}"
-    _sql(postgres, "postgres", f"CREATE DATABASE {name}", autocommit=True)
-    _sql(
-        postgres,
+    postgres.create_database(name)
+    postgres.sql(
         name,
         "CREATE TABLE events (id int PRIMARY KEY, body json, at point, seen timestamptz);"
         "INSERT INTO events SELECT g, json_build_object('g', g), point(g, -g), "
@@ -254,6 +237,6 @@ def test_tables_with_unhashable_types_are_digested_from_their_text(postgres, tmp
     assert evidence.verified and evidence.error is None, evidence.error
 
     before = table_stats(url)["events"]
-    _sql(postgres, name, "UPDATE events SET body = '{\"g\": 7 }' WHERE id = 7")
+    postgres.sql(name, "UPDATE events SET body = '{\"g\": 7 }' WHERE id = 7")
     assert table_stats(url)["events"]["sha256"] != before["sha256"]
-    _sql(postgres, "postgres", f"DROP DATABASE {name}", autocommit=True)
+    postgres.sql("postgres", f"DROP DATABASE {name}", autocommit=True)

@@ -46,15 +46,22 @@ class Postgres:
             host="127.0.0.1", port=self.port, user=USER, dbname=dbname, password=self.password
         )
 
-    def create_database(self, name: str) -> str:
-        """A new, empty database `name` (autocommit: CREATE DATABASE runs outside a transaction)."""
-        conn = self.connect()
-        conn.autocommit = True
+    def sql(self, dbname: str, sql: str, autocommit: bool = False) -> list:
+        """Run `sql` in database `dbname` (committed); the rows it returns, if any."""
+        conn = self.connect(dbname)
+        conn.autocommit = autocommit
         try:
             with conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE {name}")
+                cur.execute(sql)
+                rows = cur.fetchall() if cur.description else []
+            conn.commit()
+            return rows
         finally:
             conn.close()
+
+    def create_database(self, name: str) -> str:
+        """A new, empty database `name` (CREATE DATABASE runs outside a transaction); its name."""
+        self.sql("postgres", f"CREATE DATABASE {name}", autocommit=True)
         return name
 
     def stop(self) -> None:

@@ -45,22 +45,9 @@ scratch_dir: SCRATCH
 """
 
 
-def _sql(postgres, dbname: str, sql: str, autocommit: bool = False) -> list:
-    conn = postgres.connect(dbname)
-    conn.autocommit = autocommit
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            rows = cur.fetchall() if cur.description else []
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
-
-
 def _scratch_databases(postgres) -> list[str]:
-    rows = _sql(
-        postgres, "postgres", f"select datname from pg_database where datname like '{PREFIX}%'"
+    rows = postgres.sql(
+        "postgres", f"select datname from pg_database where datname like '{PREFIX}%'"
     )
     return sorted(r[0] for r in rows)
 
@@ -83,8 +70,8 @@ def world(tmp_path, postgres):
         )
     client.close()
     database = f"platform_{uuid.uuid4().hex[:8]}"
-    _sql(postgres, "postgres", f"CREATE DATABASE {database}", autocommit=True)
-    _sql(postgres, database, SCHEMA)
+    postgres.create_database(database)
+    postgres.sql(database, SCHEMA)
     policy = tmp_path / "drills.yaml"
     policy.write_text(POLICY.replace("SCRATCH", str(tmp_path / "scratch")))
     resources = {
@@ -101,7 +88,7 @@ def world(tmp_path, postgres):
         "database": database,
         "policy": policy,
     }
-    _sql(postgres, "postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)", autocommit=True)
+    postgres.sql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)", autocommit=True)
 
 
 def _back_up(instance, world, collections=tuple(SIZES)) -> None:
@@ -492,8 +479,7 @@ def test_a_restore_over_a_populated_destination_keeps_a_safety_backup(world, pos
         _back_up(instance, world)
         backed_up = table_stats(url)
         [backup] = manifests.list_backups(world["store"], "platform_db", world["database"])
-        _sql(
-            postgres,
+        postgres.sql(
             world["database"],
             "DELETE FROM usage_events WHERE tokens > 600; UPDATE tenants SET name = 'x'",
         )
