@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gsv_pipelines.lib import usage_sketch
+from gsv_pipelines.lib import usage_tables as tables
 from gsv_pipelines.lib.usage_tables import QUOTA_THRESHOLDS
 
 ERRORS = ("error", "timeout")
@@ -52,7 +53,7 @@ def tenant_usage(day: date, month_rollup: pd.DataFrame, tenants: pd.DataFrame) -
     """tenant_usage rows for `day` (tenants with valid calls that day)."""
     today = month_rollup[month_rollup["day"] == day]
     if today.empty:
-        return pd.DataFrame(columns=_TENANT_COLUMNS)
+        return pd.DataFrame(columns=tables.TENANT_USAGE.column_names)
     frame = today.assign(
         errors=np.where(today["status"].isin(ERRORS), today["events"], 0),
     )
@@ -73,24 +74,7 @@ def tenant_usage(day: date, month_rollup: pd.DataFrame, tenants: pd.DataFrame) -
     names = tenants.set_index("tenant_id")["name"]
     result["tenant_name"] = result["tenant_id"].map(names)
     result.insert(0, "day", day)
-    return result[_TENANT_COLUMNS].sort_values("tenant_id", ignore_index=True)
-
-
-_TENANT_COLUMNS = [
-    "day",
-    "tenant_id",
-    "tenant_name",
-    "calls",
-    "errors",
-    "error_rate",
-    "tokens_in",
-    "tokens_out",
-    "tokens",
-    "agents_used",
-    "latency_mean_ms",
-    "calls_mtd",
-    "tokens_mtd",
-]
+    return result[tables.TENANT_USAGE.column_names].sort_values("tenant_id", ignore_index=True)
 
 
 def _sketches(sketch: pd.DataFrame) -> dict[str, dict[int, int]]:
@@ -108,7 +92,7 @@ def agent_performance(
     mtd_rollup = month_rollup[month_rollup["day"] <= day]
     today = mtd_rollup[mtd_rollup["day"] == day]
     if today.empty:
-        return pd.DataFrame(columns=_AGENT_COLUMNS)
+        return pd.DataFrame(columns=tables.AGENT_PERFORMANCE.column_names)
 
     def per_agent(rollup: pd.DataFrame) -> pd.DataFrame:
         frame = rollup.assign(
@@ -145,31 +129,7 @@ def agent_performance(
     result["agent_name"] = result["agent_id"].map(info["name"])
     result["provider"] = result["agent_id"].map(info["provider"])
     result.insert(0, "day", day)
-    return result[_AGENT_COLUMNS].sort_values("agent_id", ignore_index=True)
-
-
-_AGENT_COLUMNS = [
-    "day",
-    "agent_id",
-    "agent_name",
-    "provider",
-    "calls",
-    "errors",
-    "timeouts",
-    "error_rate",
-    "latency_mean_ms",
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "latency_p99_ms",
-    "tokens_in",
-    "tokens_out",
-    "tenants",
-    "calls_mtd",
-    "error_rate_mtd",
-    "latency_p50_ms_mtd",
-    "latency_p95_ms_mtd",
-    "latency_p99_ms_mtd",
-]
+    return result[tables.AGENT_PERFORMANCE.column_names].sort_values("agent_id", ignore_index=True)
 
 
 def plan_days(subscriptions: pd.DataFrame, first: date, last: date) -> pd.DataFrame:
@@ -210,7 +170,7 @@ def billing(
     """billing rows for `day`: every tenant with a plan or usage this month so far."""
     grid = _month_grid(day, month_rollup, subscriptions)
     if grid.empty:
-        return pd.DataFrame(columns=_BILLING_COLUMNS)
+        return pd.DataFrame(columns=tables.BILLING.column_names)
     plan = plans.set_index("plan_id")
     days_in_month = calendar.monthrange(day.year, day.month)[1]
     grid["daily_fee"] = grid["plan_id"].map(plan["monthly_price"]).fillna(0) / days_in_month
@@ -252,27 +212,7 @@ def billing(
                 "amount_mtd": round(base_fee + overage_fee, 2),
             }
         )
-    return pd.DataFrame(rows, columns=_BILLING_COLUMNS)
-
-
-_BILLING_COLUMNS = [
-    "day",
-    "tenant_id",
-    "plan_id",
-    "month",
-    "calls",
-    "tokens",
-    "calls_mtd",
-    "tokens_mtd",
-    "included_calls",
-    "included_tokens",
-    "overage_calls",
-    "overage_tokens",
-    "plan_days",
-    "base_fee_mtd",
-    "overage_fee_mtd",
-    "amount_mtd",
-]
+    return pd.DataFrame(rows, columns=tables.BILLING.column_names)
 
 
 def quota_status(
@@ -291,7 +231,7 @@ def quota_status(
     grid = _month_grid(day, month_rollup, subscriptions)
     grid = grid[grid["plan_id"].notna()].copy()
     if grid.empty:
-        return pd.DataFrame(columns=_QUOTA_COLUMNS)
+        return pd.DataFrame(columns=tables.QUOTA_STATUS.column_names)
     plan = plans.set_index("plan_id")
     grid["included_calls"] = grid["plan_id"].map(plan["included_calls"]).astype("int64")
     grid["included_tokens"] = grid["plan_id"].map(plan["included_tokens"]).astype("int64")
@@ -307,7 +247,7 @@ def quota_status(
         for b, p in zip(before, today["usage_pct"], strict=True)
     ]
     today["crossed"] = today["crossed"].astype("Int64")
-    return today[_QUOTA_COLUMNS].sort_values("tenant_id", ignore_index=True)
+    return today[tables.QUOTA_STATUS.column_names].sort_values("tenant_id", ignore_index=True)
 
 
 def _pct(used: pd.Series, included: pd.Series) -> pd.Series:
@@ -316,22 +256,6 @@ def _pct(used: pd.Series, included: pd.Series) -> pd.Series:
 
 def _level(pct: float, thresholds: tuple[int, ...]) -> int:
     return max([t for t in thresholds if pct >= t], default=0)
-
-
-_QUOTA_COLUMNS = [
-    "day",
-    "tenant_id",
-    "plan_id",
-    "calls_mtd",
-    "included_calls",
-    "calls_pct",
-    "tokens_mtd",
-    "included_tokens",
-    "tokens_pct",
-    "usage_pct",
-    "level",
-    "crossed",
-]
 
 
 def subscription_metrics(
