@@ -125,7 +125,7 @@ def backup_qdrant_collection(
     """
     # Imported here, as in the functions below: qdrant-client, pyarrow and SQLAlchemy take over
     # a second to import, and every process that loads the code location would pay for them.
-    from gsv_pipelines.lib import restore_probes
+    from gsv_pipelines.lib import qdrant_held, restore_probes
     from gsv_pipelines.lib.qdrant_export import export_collection
     from gsv_pipelines.lib.qdrant_snapshot import snapshot_collection
 
@@ -146,7 +146,7 @@ def backup_qdrant_collection(
         details: dict[str, Any] = {
             "collection": collection,
             "qdrant_version": version,
-            "qdrant_mode": "server" if server_url else "embedded",
+            "qdrant_mode": qdrant_held.mode(client),
             "partition": partition,
         }
         if reason:

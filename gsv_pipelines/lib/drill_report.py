@@ -6,15 +6,24 @@ SHA-256, so the report and the record can be checked against each other.
 """
 
 import hashlib
+import json
 import posixpath
 from datetime import UTC, datetime
 
-from gsv_pipelines.lib.drill import DrillRecord
+from gsv_pipelines.lib.drill import REPORT_FILE, DrillRecord
 from gsv_pipelines.lib.manifest import new_backup_id
 from gsv_pipelines.lib.restore import Evidence
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.store import BackupStore, StoredFile
 
-PHASES = ("verify_backup", "safety_backup", "remove_destination", "restore", "verify", "cleanup")
+PHASES = (
+    "verify_backup",
+    "safety_backup",
+    "remove_destination",
+    "restore",
+    "verify",
+    "roll_back",
+    "cleanup",
+)
 
 
 def _duration(seconds: float | None) -> str:
@@ -93,6 +102,9 @@ def target_section(t: Evidence) -> list[str]:
             f"- safety backup of the destination: `{t.safety_backup['backup_id']}` at "
             f"`{t.safety_backup['location']}`"
         )
+    after = t.facts.get("destination_after")
+    if after is not None:
+        lines.append(f"- destination after: {after}")
     if t.checks:
         lines += ["", "| check | result | detail |", "|---|---|---|"]
         for check in t.checks:
@@ -215,3 +227,14 @@ def store_restore_evidence(
     )
     stored = store.write_stream(posixpath.join(folder, "report.md"), [report.encode()])
     return record_key, stored.key, report
+
+
+def store_drill_report(store: BackupStore, record_key: str) -> tuple[DrillRecord, StoredFile, str]:
+    """Render the drill record at `record_key` (citing its SHA-256) into `report.md` beside it;
+    return the record, the stored report and its text. Deterministic: the same record gives the
+    same bytes, whichever asset writes it."""
+    raw = b"".join(store.iter_chunks(record_key))
+    record = DrillRecord.from_dict(json.loads(raw))
+    report = render_drill(record, store.location(record_key), hashlib.sha256(raw).hexdigest())
+    stored = store.write_stream(posixpath.join(record.folder, REPORT_FILE), [report.encode()])
+    return record, stored, report

@@ -1,21 +1,24 @@
 """The portable "export" backup of a Qdrant collection, and its restore.
 
-An export is every point (ids, all vectors, payloads) read in batches into one Parquet file
-(one row group per batch, so memory holds one batch and a page of ids), plus the collection's
-configuration.
+An export is every point (ids, all vectors, payloads) exactly as the Qdrant holds it
+(qdrant_held.py: a server's answers, embedded Qdrant's file), read in batches into one Parquet
+file (one row group per batch, so memory holds one batch), plus the collection's configuration.
 Unlike a server snapshot it restores onto any Qdrant version, and it is the only method that
 qdrant-client's embedded local mode supports.
 
-Parquet columns:
+Parquet columns (values are float64: embedded Qdrant keeps the doubles it was given, and a
+server's float32 values are exact in float64, so no value is ever rounded):
     id_int / id_uuid            the point id (exactly one is set)
-    vector                      the unnamed dense vector, list<float32>
-    vector:<name>               a named dense vector (list<float32>) or multivector
-                                (list<list<float32>>); null where the point has none
+    vector                      the unnamed vector: dense list<float64>, or a multivector
+                                list<list<float64>>
+    vector:<name>               a named dense vector (list<float64>) or multivector
+                                (list<list<float64>>); null where the point has none
     sparse:<name>:indices       a sparse vector's indices (list<uint32>) …
-    sparse:<name>:values        … and values (list<float32>)
+    sparse:<name>:values        … and values (list<float64>), in the order Qdrant holds them
     payload                     the payload as JSON text (any JSON survives unchanged)
 """
 
+import itertools
 import json
 import posixpath
 import uuid
@@ -28,11 +31,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from qdrant_client import QdrantClient, models
 
+from gsv_pipelines.lib import qdrant_held
 from gsv_pipelines.lib.store import BackupStore, StoredFile
 
 POINTS_FILE = "points.parquet"
-ID_PAGE = 50_000
 CONFIG_FILE = "collection.json"
+VALUES = pa.float64()
 
 
 class ExportError(RuntimeError):
@@ -44,6 +48,7 @@ class VectorLayout:
     """Which vector columns a collection has, from its configuration."""
 
     unnamed: bool
+    unnamed_multi: bool
     dense: tuple[str, ...]  # named dense vectors
     multi: tuple[str, ...]  # named multivectors
     sparse: tuple[str, ...]
@@ -51,24 +56,21 @@ class VectorLayout:
     @classmethod
     def of(cls, params: models.CollectionParams) -> "VectorLayout":
         vectors = params.vectors
-        if isinstance(vectors, models.VectorParams):
-            if vectors.multivector_config is not None:
-                raise ExportError("an unnamed multivector collection is not supported")
-            named: dict[str, models.VectorParams] = {}
-        else:
-            named = dict(vectors or {})
+        unnamed = isinstance(vectors, models.VectorParams)
+        named: dict[str, models.VectorParams] = {} if unnamed else dict(vectors or {})
         return cls(
-            unnamed=isinstance(vectors, models.VectorParams),
+            unnamed=unnamed,
+            unnamed_multi=unnamed and vectors.multivector_config is not None,
             dense=tuple(sorted(n for n, p in named.items() if p.multivector_config is None)),
             multi=tuple(sorted(n for n, p in named.items() if p.multivector_config is not None)),
             sparse=tuple(sorted(params.sparse_vectors or {})),
         )
 
     def schema(self) -> pa.Schema:
-        floats = pa.list_(pa.float32())
+        floats = pa.list_(VALUES)
         fields = [pa.field("id_int", pa.uint64()), pa.field("id_uuid", pa.string())]
         if self.unnamed:
-            fields.append(pa.field("vector", floats))
+            fields.append(pa.field("vector", pa.list_(floats) if self.unnamed_multi else floats))
         fields += [pa.field(f"vector:{n}", floats) for n in self.dense]
         fields += [pa.field(f"vector:{n}", pa.list_(floats)) for n in self.multi]
         for n in self.sparse:
@@ -80,51 +82,51 @@ class VectorLayout:
         return pa.schema(fields)
 
 
-def _float_lists(values: list, field: pa.Field) -> pa.Array:
-    """Equal-length float vectors through numpy: converting Python lists element by element in
-    pyarrow costs about 20 times more, and dominates an export."""
-    if field.type == pa.list_(pa.float32()) and values and all(v is not None for v in values):
-        matrix = np.asarray(values, dtype=np.float32)
-        if matrix.ndim == 2:
-            offsets = np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32)
-            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.ravel()))
-    return pa.array(values, type=field.type)
+def _flat_lists(values: list, item: pa.DataType) -> pa.Array:
+    """A list<number> column through numpy: converting Python lists element by element in
+    pyarrow costs about 20 times more, and dominates an export. Rows may differ in length
+    (sparse vectors), be empty, or be null."""
+    dtype = item.to_pandas_dtype()
+    lengths = np.fromiter((0 if v is None else len(v) for v in values), np.int64, len(values))
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    if None in values:
+        mask = pa.array([v is None for v in values])
+    else:
+        mask = None
+        if len(values) and lengths.min() == lengths.max():  # dense rows: one 2-D conversion
+            flat = np.asarray(values, dtype=dtype).reshape(-1)
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=item))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(v for v in values if v is not None), dtype, int(offsets[-1])
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=item), mask=mask)
 
 
-def _batch_table(records: list[models.Record], layout: VectorLayout, schema: pa.Schema) -> pa.Table:
+def _column(values: list, field: pa.Field) -> pa.Array:
+    kind = field.type
+    if pa.types.is_list(kind) and not pa.types.is_list(kind.value_type):
+        return _flat_lists(values, kind.value_type)
+    return pa.array(values, type=kind)
+
+
+def _batch_table(points: list[Any], layout: VectorLayout, schema: pa.Schema) -> pa.Table:
     columns: dict[str, list] = {name: [] for name in schema.names}
-    for record in records:
-        is_int = isinstance(record.id, int)
-        columns["id_int"].append(record.id if is_int else None)
-        columns["id_uuid"].append(None if is_int else str(record.id))
-        vector = record.vector
+    for point in points:
+        is_int = isinstance(point.id, int)
+        columns["id_int"].append(point.id if is_int else None)
+        columns["id_uuid"].append(None if is_int else str(point.id))
+        vectors = qdrant_held.vectors_of(point)
         if layout.unnamed:
-            columns["vector"].append(vector)
-        else:
-            vector = vector or {}
-            for name in (*layout.dense, *layout.multi):
-                columns[f"vector:{name}"].append(vector.get(name))
-            for name in layout.sparse:
-                sparse = vector.get(name)
-                columns[f"sparse:{name}:indices"].append(sparse.indices if sparse else None)
-                columns[f"sparse:{name}:values"].append(sparse.values if sparse else None)
-        columns["payload"].append(json.dumps(record.payload or {}, ensure_ascii=False))
-    return pa.table([_float_lists(columns[f.name], f) for f in schema], schema=schema)
-
-
-def _id_pages(client: QdrantClient, collection: str) -> Iterator[list]:
-    """Every point id, a large page at a time. Embedded Qdrant sorts every id on each scroll
-    call, so scrolling with vectors in small batches is quadratic; ids first, then the points
-    by id in batches, is linear (and as good on a server)."""
-    offset = None
-    while True:
-        records, offset = client.scroll(
-            collection, limit=ID_PAGE, offset=offset, with_payload=False, with_vectors=False
-        )
-        if records:
-            yield [r.id for r in records]
-        if offset is None:
-            return
+            columns["vector"].append(vectors.get(""))
+        for name in (*layout.dense, *layout.multi):
+            columns[f"vector:{name}"].append(vectors.get(name))
+        for name in layout.sparse:
+            sparse = vectors.get(name)
+            columns[f"sparse:{name}:indices"].append(None if sparse is None else sparse.indices)
+            columns[f"sparse:{name}:values"].append(None if sparse is None else sparse.values)
+        columns["payload"].append(json.dumps(qdrant_held.payload_of(point), ensure_ascii=False))
+    return pa.table([_column(columns[f.name], f) for f in schema], schema=schema)
 
 
 def export_collection(
@@ -148,7 +150,7 @@ def export_collection(
     config_file = store.write_stream(
         posixpath.join(folder, CONFIG_FILE), [json.dumps(config, indent=2).encode()]
     )
-    points = 0
+    count = 0
     with (
         store.open_hashed(posixpath.join(folder, POINTS_FILE)) as out,
         # Dictionary encoding only where values repeat: on float vectors it costs time and space.
@@ -156,21 +158,14 @@ def export_collection(
             out, schema, compression="zstd", use_dictionary=["id_uuid", "payload"]
         ) as writer,
     ):
-        for ids in _id_pages(client, collection):
-            for start in range(0, len(ids), batch_size):
-                records = client.retrieve(
-                    collection,
-                    ids[start : start + batch_size],
-                    with_payload=True,
-                    with_vectors=True,
-                )
-                if records:
-                    writer.write_table(_batch_table(records, layout, schema))
-                    points += len(records)
-                    if on_batch is not None:
-                        on_batch(records)
+        for points in qdrant_held.batches(client, collection, batch_size):
+            writer.write_table(_batch_table(points, layout, schema))
+            count += len(points)
+            if on_batch is not None:
+                on_batch(points)
     details = {
-        "points": points,
+        "points": count,
+        "values": "float64",
         "vectors": config["config"]["params"]["vectors"],
         "sparse_vectors": config["config"]["params"].get("sparse_vectors"),
         "payload_indexes": sorted(config.get("payload_schema") or {}),
@@ -217,10 +212,21 @@ def create_like(
         )
 
 
+def _point_id(id_int: int | None, id_uuid: str | None) -> int | str:
+    return id_int if id_int is not None else str(uuid.UUID(id_uuid))
+
+
+def row_ids(batch: pa.RecordBatch | pa.Table) -> list[int | str]:
+    """The point ids of a batch of backup rows, as Qdrant spells them."""
+    ints = batch.column("id_int").to_pylist()
+    uuids = batch.column("id_uuid").to_pylist()
+    return [_point_id(i, u) for i, u in zip(ints, uuids, strict=True)]
+
+
 def points_of(table: pa.Table, layout: VectorLayout) -> Iterator[models.PointStruct]:
-    rows = table.to_pylist()
-    for row in rows:
-        point_id = row["id_int"] if row["id_int"] is not None else str(uuid.UUID(row["id_uuid"]))
+    """The backup's rows as points to upsert, every value as stored."""
+    for row in table.to_pylist():
+        point_id = _point_id(row["id_int"], row["id_uuid"])
         if layout.unnamed:
             vector: Any = row["vector"]
         else:

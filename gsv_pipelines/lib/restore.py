@@ -3,7 +3,9 @@
     choose the backup (newest, a given id, or the newest consistent at a point in time)
     verify every file of it against the manifest's SHA-256 again
     drill / dry run:  restore into a scratch copy (never the source), verify, drop the copy
-    restore:          back the destination up (safety backup), replace it, restore, verify
+    restore:          back the destination up (safety backup), replace it, restore, verify;
+                      if anything fails, put the destination back as it was (absent, or its
+                      safety backup restored and verified) and say so (`destination_after`)
 
 Each step's outcome and duration go into an `Evidence` record: the backup used and its checksums,
 the checks run and what they found, RTO (from the start of the restore to verified) and RPO (the
@@ -291,6 +293,8 @@ def _run(
         name, mark = request.destination, None
     evidence.destination = name
 
+    safety: Manifest | None = None
+    touched = False  # whether the destination was changed (a scratch copy is always dropped)
     try:
         if not scratch and handler.exists(name):
             with phases("safety_backup"):
@@ -300,8 +304,10 @@ def _run(
                 "location": store.location(safety.folder),
                 "files": [dict(f) for f in safety.files],
             }
+            touched = True
             with phases("remove_destination"):
                 handler.drop(name)
+        touched = True
         with phases("restore"):
             evidence.facts.update(handler.restore(manifest, name, mark))
         with phases("verify"):
@@ -315,9 +321,45 @@ def _run(
             )
         # Safety backup and removal are part of recovering, as they would be on the day.
         evidence.rto_seconds = phases.elapsed()
+        if not scratch:
+            evidence.facts["destination_after"] = (
+                f"backup {manifest.backup_id}, restored and verified"
+            )
+    except BaseException:
+        if not scratch and touched:
+            with phases("roll_back"):
+                _roll_back(handler, evidence, name, safety)
+        raise
     finally:
         if scratch:
             _drop_scratch(handler, evidence, name)
+
+
+def _roll_back(handler: Handler, evidence: Evidence, name: str, safety: Manifest | None) -> None:
+    """Put the destination of a failed restore back as it was: absent, or the content its safety
+    backup took (restored and verified like any backup). Says what it found in the evidence."""
+    try:
+        if handler.exists(name):
+            handler.drop(name)
+        if safety is None:
+            evidence.facts["destination_after"] = "absent, as before (the failed restore removed)"
+            return
+        handler.restore(safety, name, None)
+        problems = [c for c in handler.verify(safety, name) if c.passed is False]
+        if problems:
+            evidence.facts["destination_after"] = (
+                f"safety backup {safety.backup_id} restored but NOT verified: "
+                + "; ".join(f"{c.name}: {c.detail}" for c in problems)
+            )
+        else:
+            evidence.facts["destination_after"] = (
+                f"as before: safety backup {safety.backup_id} restored and verified"
+            )
+    except Exception as exc:
+        evidence.facts["destination_after"] = handler.scrub(
+            f"unknown: rolling back failed ({type(exc).__name__}: {exc}); the previous content "
+            f"is in safety backup {safety.backup_id if safety else '(none taken)'}"
+        )
 
 
 def _drop_scratch(handler: Handler, evidence: Evidence, name: str) -> None:

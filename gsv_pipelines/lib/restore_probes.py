@@ -5,19 +5,17 @@ recomputed after the data changed (silent corruption, a faulty tool) proves noth
 time the manifest also records, from the source collection itself:
 
 - point fingerprints: for every point of a small collection, or a seeded sample of a large one,
-  the id, the SHA-256 of the payload, and per vector its norm and its projections onto fixed
-  pseudo-random directions. Dense vectors are compared with a tolerance, because Qdrant
-  renormalizes cosine vectors on insert, which may move their last bit; sparse vectors and
-  payloads exactly.
+  the id, the SHA-256 of the payload, and per vector the SHA-256 of its values exactly as the
+  source holds them (qdrant_held.py), as float64. Equal fingerprints mean bit-equal values: no
+  tolerance, so a vector that moved by one ulp differs.
 - sample queries: pseudo-random query vectors and the exact top-k (ids and scores) the source
   answered. Each query is asked before and after the backup reads the collection, and only those
   answered the same both times are kept: a write in between would make the answer unreliable.
 
-The directions and query vectors derive from SHAKE-256 of a label, so they are the same on every
-machine and numpy version, and the manifest need not store them.
+The query vectors derive from SHAKE-256 of a label, so they are the same on every machine and
+numpy version, and the manifest need not store them.
 """
 
-import functools
 import hashlib
 import json
 import random
@@ -29,13 +27,13 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from gsv_pipelines.lib import qdrant_held
+
+FINGERPRINT_FORMAT = 2  # 1: norms and projections compared with a tolerance (before 2026-12)
 FINGERPRINT_POINTS = 256
-PROJECTIONS = 4
 SAMPLE_QUERIES = 5
 TOP_K = 10
 SEED = 20_261_127
-# Relative to the vector's norm: float32 renormalization moves a projection by ~1e-7.
-VECTOR_TOLERANCE = 1e-5
 SCORE_TOLERANCE = 1e-4
 
 
@@ -44,11 +42,6 @@ def _unit_rows(label: str, rows: int, dim: int) -> np.ndarray:
     values = np.frombuffer(raw, dtype="<u4").astype(np.float64) / 2**32 - 0.5
     matrix = values.reshape(rows, dim)
     return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-
-
-@functools.cache
-def directions(dim: int) -> np.ndarray:
-    return _unit_rows(f"gsv-probe-directions:{dim}", PROJECTIONS, dim)
 
 
 def query_vectors(dim: int, count: int, seed: int = SEED) -> np.ndarray:
@@ -60,58 +53,48 @@ def payload_digest(payload: dict | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _dense(vector: Any) -> list[float]:
-    array = np.asarray(vector, dtype=np.float64)
-    return [float(np.linalg.norm(array)), *map(float, directions(array.size) @ array)]
+def vector_digest(value: Any) -> str:
+    """SHA-256 of a vector's exact values: kind, shape and float64 bytes (little-endian).
+
+    A sparse vector is taken in index order (every Qdrant sorts it so); a dense vector or a
+    multivector by its shape, so [[1, 2]] and [1, 2] differ."""
+    digest = hashlib.sha256()
+    if qdrant_held.is_sparse(value):
+        order = np.argsort(np.asarray(value.indices, dtype=np.int64), kind="stable")
+        digest.update(b"sparse")
+        digest.update(np.asarray(value.indices, dtype="<i8")[order].tobytes())
+        digest.update(np.asarray(value.values, dtype="<f8")[order].tobytes())
+    else:
+        array = np.asarray(value, dtype="<f8")
+        digest.update(f"dense{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
-def _multi(vectors: Any) -> list[float]:
-    array = np.asarray(vectors, dtype=np.float64)
-    summed = array.sum(axis=0)
-    norms = np.linalg.norm(array, axis=1).sum()
-    return [float(len(array)), float(norms), *map(float, directions(summed.size) @ summed)]
-
-
-def _sparse(vector: models.SparseVector) -> str:
-    pairs = sorted(zip(vector.indices, np.float32(vector.values).tolist(), strict=True))
-    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
-
-
-def fingerprint(record: models.Record) -> dict[str, Any]:
-    """A point's fingerprint: id, payload digest, and one entry per vector."""
-    vector = record.vector
-    vectors: dict[str, Any] = {}
-    if isinstance(vector, dict):
-        for name, value in sorted(vector.items()):
-            if isinstance(value, models.SparseVector):
-                vectors[f"sparse:{name}"] = _sparse(value)
-            elif value and isinstance(value[0], list):
-                vectors[f"multi:{name}"] = _multi(value)
-            else:
-                vectors[f"dense:{name}"] = _dense(value)
-    elif vector is not None:
-        vectors["dense:"] = _dense(vector)
-    return {"id": record.id, "payload_sha256": payload_digest(record.payload), "vectors": vectors}
+def fingerprint(point: Any) -> dict[str, Any]:
+    """A point's fingerprint: id, payload digest, and the digest of each vector by name."""
+    return {
+        "id": point.id,
+        "payload_sha256": payload_digest(qdrant_held.payload_of(point)),
+        "vectors": {
+            name: vector_digest(value)
+            for name, value in sorted(qdrant_held.vectors_of(point).items())
+        },
+    }
 
 
 def fingerprint_differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
-    """What differs between a recorded fingerprint and a restored point's (empty: the same)."""
+    """What differs between a recorded fingerprint and a point's (empty: bit-equal)."""
     problems = []
     if expected["payload_sha256"] != actual["payload_sha256"]:
         problems.append("payload differs")
     want, got = expected["vectors"], actual["vectors"]
     for name in sorted(set(want) | set(got)):
-        label = name.split(":", 1)[1] or "vector"
+        label = name or "vector"
         if name not in got or name not in want:
             problems.append(f"{label}: {'missing' if name not in got else 'unexpected'}")
-        elif name.startswith("sparse:"):
-            if want[name] != got[name]:
-                problems.append(f"{label} differs")
-        else:
-            a, b = np.asarray(want[name]), np.asarray(got[name])
-            scale = max(abs(float(a[1 if name.startswith("multi:") else 0])), 1e-12)
-            if a.shape != b.shape or not np.all(np.abs(a - b) <= VECTOR_TOLERANCE * scale):
-                problems.append(f"{label} differs")
+        elif want[name] != got[name]:
+            problems.append(f"{label} differs")
     return problems
 
 
@@ -140,8 +123,8 @@ class PointSampler:
 
     def result(self) -> dict[str, Any]:
         return {
+            "format": FINGERPRINT_FORMAT,
             "seed": SEED,
-            "projections": PROJECTIONS,
             "points_seen": self.seen,
             "points": sorted(self.sample, key=lambda f: (isinstance(f["id"], str), f["id"])),
         }
@@ -160,13 +143,8 @@ def sample_existing_points(client: QdrantClient, collection: str) -> dict[str, A
         if offset is None:
             break
     chosen = sampler.sample
-    sampler.sample = [
-        fingerprint(record)
-        for start in range(0, len(chosen), 256)
-        for record in client.retrieve(
-            collection, chosen[start : start + 256], with_payload=True, with_vectors=True
-        )
-    ]
+    held = qdrant_held.retrieve(client, collection, chosen)
+    sampler.sample = [fingerprint(held[i]) for i in chosen if i in held]
     return sampler.result()
 
 
@@ -262,25 +240,20 @@ class ProbeResult:
     problems: list[str]
 
 
-def check_fingerprints(client: QdrantClient, collection: str, recorded: dict) -> ProbeResult:
-    """Each recorded point, read back from `collection`, against its fingerprint."""
+def compare_fingerprints(recorded: dict, found: dict[Any, Any]) -> ProbeResult | None:
+    """Each recorded point against the point of that id in `found` (read from a restored copy,
+    or the backup's own rows); None when the record is of an older format, not comparable."""
+    if recorded.get("format") != FINGERPRINT_FORMAT:
+        return None
     points = recorded.get("points") or []
     problems = []
-    for start in range(0, len(points), 500):
-        batch = points[start : start + 500]
-        found = {
-            r.id: r
-            for r in client.retrieve(
-                collection, [p["id"] for p in batch], with_payload=True, with_vectors=True
-            )
-        }
-        for expected in batch:
-            record = found.get(expected["id"])
-            if record is None:
-                problems.append(f"point {expected['id']}: missing")
-                continue
-            differences = fingerprint_differences(expected, fingerprint(record))
-            problems += [f"point {expected['id']}: {d}" for d in differences]
+    for expected in points:
+        point = found.get(expected["id"])
+        if point is None:
+            problems.append(f"point {expected['id']}: missing")
+            continue
+        differences = fingerprint_differences(expected, fingerprint(point))
+        problems += [f"point {expected['id']}: {d}" for d in differences]
     return ProbeResult(len(points), problems)
 
 

@@ -1,27 +1,42 @@
-"""Restoring a Qdrant backup into a collection, and proving the copy equals what was backed up.
+"""Restoring a Qdrant backup into a collection, and proving the copy equals the source.
 
 Export backups (Parquet) restore onto any Qdrant, embedded or server; snapshot backups are uploaded
 to a server's recover API (`priority=snapshot`, with the checksum) and only onto the Qdrant minor
-version that took them. Verification of the copy:
+version that took them.
+
+How the copy is proven equal to the source, never on our own intermediate copy alone: every value
+is read as the destination holds it (qdrant_held.py: a server's answers, embedded Qdrant's file,
+not its in-memory copy), and compared bit for bit, with one documented exception.
 
 - point_count: the exact count equals the manifest's;
+- collection_config: the copy's vectors and sparse vectors are configured as the backup says;
 - points_equal_backup (exports): every point of the copy equals its row in the backup file, up to
-  `compare_all_up_to` points; above it, a seeded random sample of `sample_size` rows;
-- point_fingerprints: the points fingerprinted from the source at backup time (restore_probes.py)
-  equal the copy's: this catches a backup file altered after its checksum was computed;
+  `compare_all_up_to` points; above it, a seeded random sample of `sample_size` rows plus every
+  fingerprinted row. Equal means the same payload (as canonical JSON) and the same vector names
+  with bit-equal values as the destination holds them given the row's values
+  (qdrant_held.held_form): identical on embedded Qdrant, float32 on a server. The exception: a
+  server normalizes a cosine vector that is not unit length already (a backup of embedded Qdrant,
+  which keeps vectors as given), so such a vector is compared with its float32 normalization to
+  1e-6 per component; a server's own backups are unit already and compare bit for bit.
+- point_fingerprints: the source's points as fingerprinted at backup time (SHA-256 of exact
+  values, restore_probes.py) equal the backup's rows (exports) or the copy's points (snapshots).
+  With points_equal_backup this chains source = backup = copy for every fingerprinted point, and
+  it catches a backup file altered after its checksum was computed.
 - sample_queries: the queries recorded at backup time return the same top-k from the copy.
+
+So a copy that differs from the source in any value, payload, vector name or count fails one of
+them; a copy equal to it passes every one, because each side is read as held and compared exactly.
 """
 
 import posixpath
 import random
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from qdrant_client import QdrantClient, models
 
-from gsv_pipelines.lib import backups, restore_probes, restore_scratch
+from gsv_pipelines.lib import backups, qdrant_held, restore_probes, restore_scratch
 from gsv_pipelines.lib.backup_policy import TargetPolicy
 from gsv_pipelines.lib.manifest import Manifest
 from gsv_pipelines.lib.qdrant_export import (
@@ -30,6 +45,7 @@ from gsv_pipelines.lib.qdrant_export import (
     VectorLayout,
     points_of,
     restore_collection,
+    row_ids,
 )
 from gsv_pipelines.lib.qdrant_snapshot import upload_snapshot
 from gsv_pipelines.lib.restore import Check, RestoreError
@@ -37,7 +53,6 @@ from gsv_pipelines.lib.store import BackupStore
 
 COMPARE_BATCH = 500
 PROBLEMS_SHOWN = 5
-VECTOR_RTOL = 1e-5
 
 
 def _shown(problems: list[str]) -> str:
@@ -49,32 +64,31 @@ def _minor(version: str | None) -> tuple[str, ...]:
     return tuple((version or "").split(".")[:2])
 
 
-def _vector_problems(expected: Any, actual: Any) -> list[str]:
-    """Differences between two vectors as Qdrant returns them (dense, named, multi, sparse)."""
-    if isinstance(expected, dict) or isinstance(actual, dict):
-        expected, actual = expected or {}, actual or {}
-        problems = []
-        for name in sorted(set(expected) | set(actual)):
-            if name not in expected or name not in actual:
-                problems.append(f"vector {name} {'missing' if name in expected else 'unexpected'}")
-            elif _vector_problems(expected[name], actual[name]):
-                problems.append(f"vector {name} differs")
-        return problems
-    if isinstance(expected, models.SparseVector) or isinstance(actual, models.SparseVector):
-        same = (
-            isinstance(expected, models.SparseVector)
-            and isinstance(actual, models.SparseVector)
-            and sorted(zip(expected.indices, np.float32(expected.values).tolist(), strict=True))
-            == sorted(zip(actual.indices, np.float32(actual.values).tolist(), strict=True))
-        )
-        return [] if same else ["sparse vector differs"]
-    a = np.asarray(expected, dtype=np.float64)
-    b = np.asarray(actual, dtype=np.float64)
-    # Cosine vectors are renormalized on insert, which may move their last bit.
-    scale = max(float(np.abs(a).max(initial=0.0)), 1e-12)
-    if a.shape != b.shape or not np.all(np.abs(a - b) <= VECTOR_RTOL * scale):
-        return ["vector differs"]
-    return []
+def _point_problems(expected: Any, actual: Any, params: dict, where: str) -> list[str]:
+    """Differences between a backup row and the copy's point, as the destination holds it."""
+    problems = []
+    if restore_probes.payload_digest(qdrant_held.payload_of(expected)) != (
+        restore_probes.payload_digest(qdrant_held.payload_of(actual))
+    ):
+        problems.append("payload differs")
+    want, got = qdrant_held.vectors_of(expected), qdrant_held.vectors_of(actual)
+    for name in sorted(set(want) | set(got)):
+        label = f"vector {name}" if name else "vector"
+        if name not in want or name not in got:
+            problems.append(f"{label} {'missing' if name in want else 'unexpected'}")
+            continue
+        held, tolerance = qdrant_held.held_form(where, params.get(name), want[name])
+        if not qdrant_held.same_values(held, got[name], tolerance):
+            problems.append(f"{label} differs")
+    return problems
+
+
+def _vector_params(config: dict[str, Any]) -> dict[str, models.VectorParams | None]:
+    """Each vector's configuration by name ("" for the unnamed one; None for sparse ones)."""
+    params = models.CollectionParams(**config["config"]["params"])
+    vectors = params.vectors
+    named = {"": vectors} if isinstance(vectors, models.VectorParams) else dict(vectors or {})
+    return {**named, **dict.fromkeys(params.sparse_vectors or {})}
 
 
 class QdrantHandler:
@@ -174,10 +188,15 @@ class QdrantHandler:
                 "point_count",
                 actual == expected,
                 f"{actual} points, the manifest says {expected}",
-            )
+            ),
+            self._compare_config(manifest, name),
         ]
+        fingerprints = details.get("point_fingerprints") or {}
+        fingerprinted = [f["id"] for f in fingerprints.get("points") or []]
         if manifest.method == "export":
-            checks.append(self._compare_with_file(manifest, name))
+            compared, backup_rows = self._compare_with_file(manifest, name, set(fingerprinted))
+            checks.append(compared)
+            fingerprint_source, found = "the backup's rows", backup_rows
         else:
             checks.append(
                 Check(
@@ -186,20 +205,9 @@ class QdrantHandler:
                     "a snapshot is compared through its fingerprints and queries",
                 )
             )
-        fingerprints = details.get("point_fingerprints")
-        if fingerprints:
-            result = restore_probes.check_fingerprints(self.client, name, fingerprints)
-            checks.append(
-                Check(
-                    "point_fingerprints",
-                    not result.problems,
-                    _shown(result.problems)
-                    or f"{result.checked} point(s) fingerprinted from the source at backup time "
-                    "match",
-                )
-            )
-        else:
-            checks.append(Check("point_fingerprints", None, "none recorded at backup time"))
+            fingerprint_source = "the copy's points"
+            found = qdrant_held.retrieve(self.client, name, fingerprinted)
+        checks.append(self._check_fingerprints(fingerprints, found, fingerprint_source))
         queries = details.get("sample_queries")
         if queries and queries.get("queries"):
             result = restore_probes.check_queries(self.client, name, queries)
@@ -216,10 +224,59 @@ class QdrantHandler:
             checks.append(Check("sample_queries", None, "none recorded at backup time"))
         return checks
 
-    def _compare_with_file(self, manifest: Manifest, name: str) -> Check:
-        """Every row of the backup file (or a seeded sample of them) against the copy."""
+    @staticmethod
+    def _check_fingerprints(recorded: dict, found: dict, source: str) -> Check:
+        if not recorded:
+            return Check("point_fingerprints", None, "none recorded at backup time")
+        result = restore_probes.compare_fingerprints(recorded, found)
+        if result is None:
+            return Check(
+                "point_fingerprints", None, "recorded in an older format: not comparable exactly"
+            )
+        if not result.checked:
+            return Check("point_fingerprints", None, "the source held no point to fingerprint")
+        return Check(
+            "point_fingerprints",
+            not result.problems,
+            _shown(result.problems)
+            or f"{result.checked} point(s) fingerprinted from the source at backup time: "
+            f"{source} are bit-equal to them",
+        )
+
+    def _compare_config(self, manifest: Manifest, name: str) -> Check:
+        """The copy's vector configuration against the backup's (a copy searched by another
+        distance, size or datatype is not the source)."""
+        if manifest.method == "export":
+            config = self.store.read_json(posixpath.join(manifest.folder, CONFIG_FILE))
+            wanted = models.CollectionParams(**config["config"]["params"])
+        else:
+            wanted = models.CollectionParams(
+                vectors=manifest.details.get("vectors"),
+                sparse_vectors=manifest.details.get("sparse_vectors"),
+            )
+        got = self.client.get_collection(name).config.params
+        differing = [
+            part
+            for part in ("vectors", "sparse_vectors")
+            if getattr(wanted, part) != getattr(got, part)
+        ]
+        return Check(
+            "collection_config",
+            not differing,
+            f"{' and '.join(differing)} configured otherwise than in the backup"
+            if differing
+            else "vectors and sparse vectors configured as in the backup",
+        )
+
+    def _compare_with_file(
+        self, manifest: Manifest, name: str, fingerprinted: set
+    ) -> tuple[Check, dict[Any, models.PointStruct]]:
+        """Every row of the backup file (or a seeded sample of them, plus every fingerprinted
+        row) against the copy as it holds it; also returns the fingerprinted rows."""
         config = self.store.read_json(posixpath.join(manifest.folder, CONFIG_FILE))
         layout = VectorLayout.of(models.CollectionParams(**config["config"]["params"]))
+        params = _vector_params(config)
+        where = qdrant_held.mode(self.client)
         total = manifest.details.get("points") or 0
         wanted: set[int] | None = None
         if total > self.compare_all_up_to:
@@ -227,48 +284,53 @@ class QdrantHandler:
             wanted = set(chosen)
         compared, problems, position = 0, [], 0
         pending: list[models.PointStruct] = []
+        rows_fingerprinted: dict[Any, models.PointStruct] = {}
 
         def flush() -> None:
             nonlocal compared
             if not pending:
                 return
-            found = {
-                r.id: r
-                for r in self.client.retrieve(
-                    name, [p.id for p in pending], with_payload=True, with_vectors=True
-                )
-            }
+            found = qdrant_held.retrieve(self.client, name, [p.id for p in pending])
             for point in pending:
-                record = found.get(point.id)
-                if record is None:
+                held = found.get(point.id)
+                if held is None:
                     problems.append(f"point {point.id}: missing")
                     continue
-                if record.payload != point.payload:
-                    problems.append(f"point {point.id}: payload differs")
                 problems.extend(
-                    f"point {point.id}: {p}" for p in _vector_problems(point.vector, record.vector)
+                    f"point {point.id}: {p}" for p in _point_problems(point, held, params, where)
                 )
             compared += len(pending)
             pending.clear()
 
         with self.store.open(posixpath.join(manifest.folder, POINTS_FILE)) as source:
             for batch in pq.ParquetFile(source).iter_batches(batch_size=COMPARE_BATCH):
-                if wanted is not None:
-                    rows = [i for i in range(batch.num_rows) if position + i in wanted]
-                    position += batch.num_rows
-                    if not rows:
-                        continue
-                    batch = batch.take(pa.array(rows))
-                pending.extend(points_of(pa.Table.from_batches([batch]), layout))
+                ids = row_ids(batch)
+                rows = [
+                    i
+                    for i, point_id in enumerate(ids)
+                    if wanted is None or position + i in wanted or point_id in fingerprinted
+                ]
+                position += batch.num_rows
+                if not rows:
+                    continue
+                for point in points_of(pa.Table.from_batches([batch.take(pa.array(rows))]), layout):
+                    if point.id in fingerprinted:
+                        rows_fingerprinted[point.id] = point
+                    pending.append(point)
                 if len(pending) >= COMPARE_BATCH:
                     flush()
             flush()
-        scope = "every point" if wanted is None else f"a seeded sample (seed {self.seed})"
-        return Check(
+        scope = (
+            "every point"
+            if wanted is None
+            else f"a seeded sample (seed {self.seed}) and every fingerprinted point"
+        )
+        check = Check(
             "points_equal_backup",
             not problems,
             _shown(problems) or f"{scope}: {compared} point(s) equal their rows in the backup",
         )
+        return check, rows_fingerprinted
 
     def drop(self, name: str) -> None:
         self.client.delete_collection(name)

@@ -1,11 +1,13 @@
 import json
+import random
 import uuid
+from unittest import mock
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from qdrant_client import QdrantClient, models
 
+from gsv_pipelines.lib import qdrant_held
 from gsv_pipelines.lib.qdrant_export import (
     POINTS_FILE,
     ExportError,
@@ -14,6 +16,7 @@ from gsv_pipelines.lib.qdrant_export import (
     restore_collection,
 )
 from gsv_pipelines.lib.store import BackupStore
+from tests.lib.qdrant_corpus import corpus, differences, exact, random_spec, read_as_held
 
 
 @pytest.fixture
@@ -23,120 +26,148 @@ def qdrant(tmp_path):
     client.close()
 
 
-def _fill(client: QdrantClient) -> None:
-    rng = np.random.default_rng(3)
-    client.create_collection(
-        "plain", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE)
-    )
-    client.upsert(
-        "plain",
-        points=[
-            models.PointStruct(id=i, vector=rng.normal(size=8).tolist(), payload={"i": i})
-            for i in range(2500)
-        ],
-    )
-    client.create_collection(
-        "mixed",
-        vectors_config={
-            "text": models.VectorParams(size=5, distance=models.Distance.DOT),
-            "image": models.VectorParams(
-                size=3,
-                distance=models.Distance.EUCLID,
-                multivector_config=models.MultiVectorConfig(
-                    comparator=models.MultiVectorComparator.MAX_SIM
-                ),
-            ),
-        },
-        sparse_vectors_config={"keywords": models.SparseVectorParams()},
-    )
-    points = []
-    for i in range(300):
-        vector = {"text": rng.normal(size=5).tolist()}
-        if i % 3:
-            vector["image"] = rng.normal(size=(i % 4 + 1, 3)).tolist()
-        if i % 2:
-            vector["keywords"] = models.SparseVector(indices=[i, i + 7], values=[0.5, -1.25])
-        payload = {"tenant": f"t{i % 4}", "note": "Grüße ✓", "nested": {"a": [1, None, {"b": i}]}}
-        points.append(
-            models.PointStruct(id=str(uuid.UUID(int=i + 1)), vector=vector, payload=payload)
-        )
-    client.upsert("mixed", points=points)
-    client.create_collection(
-        "empty", vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT)
-    )
-
-
-def _all_points(client: QdrantClient, name: str) -> dict:
-    records, _ = client.scroll(name, limit=100_000, with_vectors=True, with_payload=True)
-
-    def as32(vector):
-        if isinstance(vector, models.SparseVector):
-            return ("sparse", vector.indices, np.float32(vector.values).tolist())
-        if isinstance(vector, dict):
-            return {k: as32(v) for k, v in sorted(vector.items())}
-        return np.asarray(vector, dtype=np.float32).tolist()
-
-    return {r.id: (as32(r.vector), r.payload) for r in records}
-
-
-def _assert_same_points(client: QdrantClient, source: str, copy: str) -> None:
-    """Every point equal. Cosine collections normalize on insert, and normalizing an already
-    normalized float32 vector may move its last bit: those vectors are equal to 1e-6."""
-    expected, actual = _all_points(client, source), _all_points(client, copy)
-    assert actual.keys() == expected.keys()
-    vectors = client.get_collection(source).config.params.vectors
-    cosine = isinstance(vectors, models.VectorParams) and vectors.distance == models.Distance.COSINE
-    for point_id, (vector, payload) in expected.items():
-        assert actual[point_id][1] == payload
-        if cosine:
-            np.testing.assert_allclose(actual[point_id][0], vector, rtol=1e-6, atol=1e-7)
-        else:
-            assert actual[point_id][0] == vector
-
-
-@pytest.mark.parametrize("where", ["local", "s3"])
-def test_export_then_restore_is_lossless(qdrant, tmp_path, where, request):
+def _store(where: str, tmp_path, request) -> BackupStore:
     if where == "s3":
         s3 = request.getfixturevalue("s3")
         store = BackupStore(f"s3://export-{uuid.uuid4().hex[:8]}/gsv", s3.storage_options())
         store.fs.mkdir(store.root.split("/")[0])
-    else:
-        store = BackupStore(str(tmp_path / "store"))
-    _fill(qdrant)
-    for name, expected_points in [("plain", 2500), ("mixed", 300), ("empty", 0)]:
-        files, details = export_collection(qdrant, name, store, f"q/{name}/1", batch_size=700)
-        assert details["points"] == expected_points
+        return store
+    return BackupStore(str(tmp_path / "store"))
+
+
+def _round_trip(client: QdrantClient, path: str, store: BackupStore, specs) -> dict:
+    """Create, export (batches of 7) and restore (batches of 5) each spec in the client that
+    wrote them, as a backup right after an upsert does; then compare, with the client closed,
+    what the folder holds of each source and its copy."""
+    for spec in specs:
+        spec.create(client)
+    for spec in specs:
+        files, details = export_collection(client, spec.name, store, f"q/{spec.name}", batch_size=7)
+        assert details["points"] == len(spec.points)
         assert [store.hash(f.key) for f in files] == files  # what was hashed is what is stored
-        restored = restore_collection(qdrant, store, f"q/{name}/1", f"{name}_restored")
-        assert restored == expected_points
-        _assert_same_points(qdrant, name, f"{name}_restored")
-        source, copy = qdrant.get_collection(name), qdrant.get_collection(f"{name}_restored")
-        assert copy.config.params == source.config.params
+        restored = restore_collection(client, store, f"q/{spec.name}", f"{spec.name}_copy", 5)
+        assert restored == len(spec.points)
+        assert (
+            client.get_collection(f"{spec.name}_copy").config.params
+            == client.get_collection(spec.name).config.params
+        )
+    client.close()
+    found = {}
+    for spec in specs:
+        source = read_as_held(path, spec.name)
+        assert len(source) == len(spec.points)
+        found[spec.name] = differences(source, read_as_held(path, f"{spec.name}_copy"))
+    return found
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_every_shape_round_trips_bit_for_bit(tmp_path, where, request):
+    path = str(tmp_path / "qdrant")
+    found = _round_trip(QdrantClient(path=path), path, _store(where, tmp_path, request), corpus(1))
+    assert found == {spec.name: [] for spec in corpus(1)}
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_random_shapes_round_trip_bit_for_bit(tmp_path, seed):
+    rng = random.Random(seed)
+    specs = [random_spec(rng, f"random_{n}") for n in range(6)]
+    path = str(tmp_path / "qdrant")
+    found = _round_trip(QdrantClient(path=path), path, BackupStore(str(tmp_path / "s")), specs)
+    assert found == {spec.name: [] for spec in specs}
+
+
+def _rows_as_held(store: BackupStore, key: str) -> dict:
+    """The export's rows in read_as_held's terms, read with pyarrow alone."""
+    with store.open(key) as f:
+        rows = pq.ParquetFile(f).read().to_pylist()
+    held = {}
+    for row in rows:
+        point_id = row["id_int"] if row["id_int"] is not None else row["id_uuid"]
+        vectors = {}
+        for column, value in row.items():
+            if value is None or column in ("id_int", "id_uuid", "payload"):
+                continue
+            if column.startswith("sparse:"):
+                _, name, part = column.split(":")
+                vectors.setdefault(name, {})[part] = value
+            else:
+                vectors[column.partition(":")[2]] = value
+        for name, value in vectors.items():
+            if isinstance(value, dict):
+                vectors[name] = models.SparseVector(**value)
+        spelled = tuple(sorted((n, exact(v)) for n, v in vectors.items()))
+        held[point_id] = (spelled, json.dumps(json.loads(row["payload"]), sort_keys=True))
+    return held
+
+
+def test_the_export_holds_what_the_folder_holds_even_after_queries(tmp_path):
+    """Embedded Qdrant normalizes cosine vectors in memory on upsert and on every query; the
+    backup must hold the folder's values, whatever the process did before it."""
+    path = str(tmp_path / "qdrant")
+    client = QdrantClient(path=path)
+    store = BackupStore(str(tmp_path / "store"))
+    specs = corpus(2)
+    for spec in specs:
+        spec.create(client)
+        named = spec.vectors if isinstance(spec.vectors, dict) else {None: spec.vectors}
+        for name, params in named.items():
+            if spec.points and params.multivector_config is None:
+                # A cosine query normalizes the in-memory copy of the vectors in place.
+                client.query_points(spec.name, query=[1.0] * params.size, using=name, limit=3)
+        export_collection(client, spec.name, store, f"q/{spec.name}", batch_size=7)
+    client.close()
+    for spec in specs:
+        assert (
+            differences(
+                read_as_held(path, spec.name), _rows_as_held(store, f"q/{spec.name}/{POINTS_FILE}")
+            )
+            == []
+        ), spec.name
+
+
+def test_cosine_vectors_are_exported_as_given_not_as_normalized(tmp_path):
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    client.create_collection(
+        "c", vectors_config=models.VectorParams(size=3, distance=models.Distance.COSINE)
+    )
+    client.upsert("c", [models.PointStruct(id=1, vector=[0.1, 0.2, 0.3000000001])])
+    assert client.retrieve("c", [1], with_vectors=True)[0].vector != [0.1, 0.2, 0.3000000001]
+    store = BackupStore(str(tmp_path / "store"))
+    export_collection(client, "c", store, "q/c")
+    client.close()
+    with store.open(f"q/c/{POINTS_FILE}") as f:
+        assert pq.ParquetFile(f).read().column("vector").to_pylist() == [[0.1, 0.2, 0.3000000001]]
 
 
 @pytest.mark.parametrize(("id_page", "row_groups"), [(50_000, 3), (600, 5)])
-def test_the_export_holds_exactly_what_qdrant_returned_in_row_groups(
-    qdrant, tmp_path, monkeypatch, id_page, row_groups
-):
-    monkeypatch.setattr("gsv_pipelines.lib.qdrant_export.ID_PAGE", id_page)
+def test_through_the_api_ids_come_in_pages_and_points_in_row_groups(tmp_path, id_page, row_groups):
+    """A server (here qdrant-client's in-memory mode, which answers from what it holds) is read
+    by the API: every id a page at a time, then the points by id in batches."""
+    client = QdrantClient(":memory:")
+    spec = corpus(3, count=2500)[0]
+    spec.create(client)
     store = BackupStore(str(tmp_path / "store"))
-    _fill(qdrant)
-    export_collection(qdrant, "plain", store, "q/plain/1", batch_size=1000)
-    with store.open(f"q/plain/1/{POINTS_FILE}") as f:
+    with mock.patch.object(qdrant_held, "_id_pages", wraps=qdrant_held._id_pages) as pages:
+        qdrant_held_batches = list(qdrant_held.batches(client, spec.name, 1000, id_page=id_page))
+        assert pages.call_args.args[2] == id_page
+    # Batches of 1000 within pages of ids: 1000+1000+500, or 600 x 4 + 100.
+    assert len(qdrant_held_batches) == row_groups
+    export_collection(client, spec.name, store, "q/1", batch_size=1000)
+    with store.open(f"q/1/{POINTS_FILE}") as f:
         parquet = pq.ParquetFile(f)
-        # Batches of 1000 within pages of ids: 1000+1000+500, or 600 x 4 + 100.
-        assert parquet.metadata.num_row_groups == row_groups
+        assert parquet.metadata.num_row_groups == 3
         rows = parquet.read().to_pylist()
-    exported = {r["id_int"]: (r["vector"], json.loads(r["payload"])) for r in rows}
-    assert exported == _all_points(qdrant, "plain")
+    records, _ = client.scroll(spec.name, limit=10_000, with_vectors=True)
+    assert {r["id_int"]: r["vector"] for r in rows} == {r.id: r.vector for r in records}
 
 
 def test_restore_refuses_an_existing_target(qdrant, tmp_path):
     store = BackupStore(str(tmp_path / "store"))
-    _fill(qdrant)
-    export_collection(qdrant, "plain", store, "q/plain/1")
-    with pytest.raises(ExportError, match="restore target 'mixed' already exists"):
-        restore_collection(qdrant, store, "q/plain/1", "mixed")
+    for spec in corpus(1)[:2]:
+        spec.create(qdrant)
+    export_collection(qdrant, "dense_cosine_1", store, "q/plain/1")
+    with pytest.raises(ExportError, match="restore target 'dense_dot_3' already exists"):
+        restore_collection(qdrant, store, "q/plain/1", "dense_dot_3")
 
 
 def test_missing_collection_is_a_clear_error(qdrant, tmp_path):

@@ -1,10 +1,14 @@
 """The restore path on embedded Qdrant: exact restores pass, every kind of damage is caught."""
 
 import json
+import os
 import posixpath
+import random
+import shutil
 import uuid
 import warnings
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +24,7 @@ from gsv_pipelines.lib.restore import DRILL, DRY_RUN, RESTORE, RestoreRequest, r
 from gsv_pipelines.lib.restore_qdrant import QdrantHandler
 from gsv_pipelines.lib.restore_scratch import PREFIX
 from gsv_pipelines.lib.store import BackupStore
+from tests.lib.qdrant_corpus import corpus, differences, exact, random_spec, read_as_held
 
 
 @pytest.fixture
@@ -120,12 +125,21 @@ def test_a_drill_after_a_backup_passes_with_exact_counts(client, store, collecti
     assert {"verify_backup", "restore", "verify", "cleanup"} <= set(evidence.phases)
 
 
-def test_above_the_threshold_a_seeded_sample_is_compared(client, store):
-    _backup(client, store)
+def test_above_the_threshold_a_seeded_sample_and_the_fingerprinted_points_are_compared(
+    client, store
+):
+    manifest = _backup(client, store)
     evidence = _drill(client, store, compare_all_up_to=100, sample_size=25, seed=3)
     [check] = [c for c in evidence.checks if c.name == "points_equal_backup"]
+    with store.open(f"{manifest.folder}/points.parquet") as f:
+        order = pq.read_table(f, columns=["id_int"]).column("id_int").to_pylist()
+    sampled = {order[i] for i in random.Random(3).sample(range(300), 25)}
+    fingerprinted = {f["id"] for f in manifest.details["point_fingerprints"]["points"]}
     assert check.passed
-    assert check.detail == "a seeded sample (seed 3): 25 point(s) equal their rows in the backup"
+    assert check.detail == (
+        f"a seeded sample (seed 3) and every fingerprinted point: "
+        f"{len(sampled | fingerprinted)} point(s) equal their rows in the backup"
+    )
 
 
 def test_a_corrupted_backup_fails_at_its_checksum_and_restores_nothing(client, store):
@@ -353,6 +367,7 @@ def test_a_snapshot_backup_is_uploaded_with_priority_and_checksum_and_verified(f
     assert checks == {
         "backup_checksums": True,
         "point_count": True,
+        "collection_config": True,
         "points_equal_backup": None,
         "point_fingerprints": True,
         "sample_queries": True,
@@ -377,3 +392,260 @@ def test_a_snapshot_restores_only_onto_its_minor_version_and_only_onto_a_server(
         QdrantHandler(client, store), store, RestoreRequest("qdrant", "agents", DRILL), run_id="r"
     )
     assert "restores onto a Qdrant server only" in embedded.error
+
+
+class KeepingHandler(QdrantHandler):
+    """The real handler, except that before it drops a scratch copy it copies the whole Qdrant
+    folder aside, so the test can read that copy afterwards as the folder held it."""
+
+    def __init__(self, client, store, path: Path, kept: Path, **options):
+        super().__init__(client, store, **options)
+        self.path, self.kept = path, kept
+
+    def drop(self, name: str) -> None:
+        if name.startswith(PREFIX):
+            shutil.copytree(self.path, self.kept / name, ignore=shutil.ignore_patterns(".lock"))
+        super().drop(name)
+
+
+def _drill_corpus(tmp_path, specs, **options):
+    """Back up every spec from the client that wrote it, drill it (restore into a scratch copy,
+    verify, drop), and compare each copy with its source as the folders hold them."""
+    path, kept = tmp_path / "qdrant", tmp_path / "kept"
+    store = BackupStore(str(tmp_path / "store"))
+    client = QdrantClient(path=str(path))
+    evidence = {}
+    for spec in specs:
+        spec.create(client)
+    handler = KeepingHandler(client, store, path, kept, batch_size=5, **options)
+    for spec in specs:
+        backup_qdrant_collection(
+            client, spec.name, store, TargetPolicy(batch_size=7), server_url=None, api_key=None
+        )
+        request = RestoreRequest("qdrant", spec.name, DRILL)
+        evidence[spec.name] = restore(handler, store, request, run_id="run-corpus")
+    client.close()
+    found = {}
+    for spec in specs:
+        copy = evidence[spec.name].destination
+        found[spec.name] = differences(
+            read_as_held(str(path), spec.name), read_as_held(str(kept / copy), copy)
+        )
+    return evidence, found
+
+
+def test_every_shape_drills_verified_and_its_copy_equals_the_source(tmp_path):
+    specs = corpus(5)
+    evidence, found = _drill_corpus(tmp_path, specs)
+    for spec in specs:
+        e = evidence[spec.name]
+        assert e.error is None and e.verified, (spec.name, e.error)
+        checks = {c.name: c.passed for c in e.checks}
+        assert checks == {
+            "backup_checksums": True,
+            "point_count": True,
+            "collection_config": True,
+            "points_equal_backup": True,
+            "point_fingerprints": True if spec.points else None,
+            # Sample queries need a dense vector to search and points to answer with.
+            "sample_queries": checks["sample_queries"],
+        }, spec.name
+        assert checks["sample_queries"] is not False
+    assert found == {spec.name: [] for spec in specs}
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_random_shapes_drill_verified_and_equal_to_the_source(tmp_path, seed):
+    rng = random.Random(seed)
+    specs = [random_spec(rng, f"random_{n}") for n in range(5)]
+    # A low threshold: above it, a seeded sample and the fingerprinted points are compared.
+    evidence, found = _drill_corpus(tmp_path, specs, compare_all_up_to=6, sample_size=3)
+    assert {n: (e.error, e.verified) for n, e in evidence.items()} == {
+        s.name: (None, True) for s in specs
+    }
+    assert found == {spec.name: [] for spec in specs}
+
+
+def _nudge(value: float) -> float:
+    return float(np.nextafter(value, np.inf))
+
+
+FAULTS = {
+    # What a faulty restore might write for one point, however small the difference.
+    "cosine vector normalized": lambda p: {
+        **p.vector,
+        "dense": (np.asarray(p.vector["dense"]) / np.linalg.norm(p.vector["dense"])).tolist(),
+    },
+    "dense vector in float32": lambda p: {
+        **p.vector,
+        "dense": np.float32(p.vector["dense"]).astype(float).tolist(),
+    },
+    "one ulp in one value": lambda p: {
+        **p.vector,
+        "dense": [_nudge(p.vector["dense"][0]), *p.vector["dense"][1:]],
+    },
+    "multivector row dropped": lambda p: {**p.vector, "colbert": p.vector["colbert"][:-1]},
+    "sparse vector lost": lambda p: {k: v for k, v in p.vector.items() if k != "keywords"},
+}
+
+
+class FaultyHandler(QdrantHandler):
+    """A restore that writes one point otherwise than the backup holds it."""
+
+    def __init__(self, client, store, fault):
+        super().__init__(client, store)
+        self.fault = fault
+
+    def restore(self, manifest, name, marker):
+        facts = super().restore(manifest, name, marker)
+        [point] = [
+            p
+            for p in self.fault_points
+            if len(p.vector["colbert"]) > 1 and "keywords" in p.vector and p.vector["dense"][0]
+        ][:1]
+        if self.fault == "payload 1 as 1.0":
+            changed = models.PointStruct(id=point.id, vector=point.vector, payload={"n": 1.0})
+        else:
+            changed = models.PointStruct(
+                id=point.id, vector=FAULTS[self.fault](point), payload=point.payload
+            )
+        self.client.upsert(name, [changed])
+        self.changed = point.id
+        return facts
+
+
+@pytest.mark.parametrize("fault", [*FAULTS, "payload 1 as 1.0"])
+def test_a_copy_that_differs_in_any_value_fails_verification(tmp_path, fault):
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    store = BackupStore(str(tmp_path / "store"))
+    [spec] = [s for s in corpus(6, count=40) if s.name == "mixed"]
+    for point in spec.points:
+        point.vector.setdefault("colbert", [[1.0] * 5, [0.5] * 5])
+        point.vector.setdefault("keywords", models.SparseVector(indices=[3], values=[0.25]))
+        point.payload = {"n": 1}
+    spec.create(client)
+    backup_qdrant_collection(
+        client, "mixed", store, TargetPolicy(batch_size=7), server_url=None, api_key=None
+    )
+    handler = FaultyHandler(client, store, fault)
+    handler.fault_points = spec.points
+    evidence = restore(handler, store, RestoreRequest("qdrant", "mixed", DRILL), run_id="r")
+    client.close()
+
+    checks = {c.name: c for c in evidence.checks}
+    assert checks["points_equal_backup"].passed is False
+    assert f"point {handler.changed}: " in checks["points_equal_backup"].detail
+    assert not evidence.verified and "does not match backup" in evidence.error
+    # The backup itself is faithful to the source: only the copy is wrong.
+    assert checks["point_fingerprints"].passed and checks["backup_checksums"].passed
+
+
+def _restore_into(client, store, destination: str, run_id: str):
+    request = RestoreRequest("qdrant", "memory", RESTORE, destination=destination)
+    return restore(QdrantHandler(client, store), store, request, run_id=run_id)
+
+
+def _corrupt_a_fingerprinted_row(store, manifest) -> None:
+    sampled = manifest.details["point_fingerprints"]["points"][0]["id"]
+
+    def alter(rows):
+        row = next(r for r in rows if r["id_int"] == sampled)
+        row["payload"] = json.dumps({"i": -1})
+
+    _rewrite_points(store, manifest, alter)
+
+
+def test_a_restore_failing_verification_leaves_an_absent_destination_absent(client, store):
+    manifest = _backup(client, store)
+    _corrupt_a_fingerprinted_row(store, manifest)
+    evidence = _restore_into(client, store, "memory_restored", "run-absent")
+
+    assert not evidence.verified and "does not match backup" in evidence.error
+    assert evidence.facts["destination_before"] == "absent"
+    assert evidence.facts["destination_after"] == ("absent, as before (the failed restore removed)")
+    assert not client.collection_exists("memory_restored")
+    assert "roll_back" in evidence.phases
+
+
+def test_a_restore_failing_verification_puts_the_previous_content_back(tmp_path, client, store):
+    manifest = _backup(client, store)
+    # The destination holds something else: 12 points of its own, cosine raw values.
+    client.create_collection(
+        "live", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE)
+    )
+    client.upsert(
+        "live",
+        [models.PointStruct(id=i, vector=[i + 0.1] * 8, payload={"live": "ü"}) for i in range(12)],
+    )
+    _corrupt_a_fingerprinted_row(store, manifest)
+    evidence = _restore_into(client, store, "live", "run-live")
+    client.close()
+
+    safety = evidence.safety_backup["backup_id"]
+    assert evidence.facts["destination_before"] == {"points": 12}
+    assert evidence.facts["destination_after"] == (
+        f"as before: safety backup {safety} restored and verified"
+    )
+    assert not evidence.verified and "does not match backup" in evidence.error
+    path = str(tmp_path / "qdrant")
+    held = read_as_held(path, "live")
+    assert sorted(held) == list(range(12))
+    assert held[3] == (
+        (("", tuple(float.hex(3.1) for _ in range(8))),),
+        json.dumps({"live": "ü"}),
+    )
+
+
+# Against a real Qdrant server: opt-in (no server can run here). Read at import, because the
+# session fixture hides every GSV_* variable from the tests themselves.
+REAL_QDRANT_URL = os.environ.get("GSV_TEST_QDRANT_URL")
+REAL_QDRANT_API_KEY = os.environ.get("GSV_TEST_QDRANT_API_KEY") or None
+
+
+def _server_points(client: QdrantClient, name: str) -> dict:
+    records, _ = client.scroll(name, limit=100_000, with_vectors=True, with_payload=True)
+    found = {}
+    for record in records:
+        named = record.vector if isinstance(record.vector, dict) else {"": record.vector}
+        vectors = tuple(sorted((n, exact(v)) for n, v in named.items() if v is not None))
+        found[record.id] = (vectors, json.dumps(record.payload or {}, sort_keys=True))
+    return found
+
+
+@pytest.mark.skipif(
+    not REAL_QDRANT_URL,
+    reason="no real Qdrant server here: set GSV_TEST_QDRANT_URL (and GSV_TEST_QDRANT_API_KEY "
+    "if it needs one) to round-trip every shape through one (DESIGN.md, Real parts in tests)",
+)
+def test_real_server_every_shape_exports_restores_and_verifies(tmp_path):
+    client = QdrantClient(url=REAL_QDRANT_URL, api_key=REAL_QDRANT_API_KEY, timeout=120)
+    store = BackupStore(str(tmp_path / "store"))
+    prefix = f"gsv_shapes_{uuid.uuid4().hex[:6]}_"
+    specs = corpus(41)
+    handler = QdrantHandler(client, store, server_url=REAL_QDRANT_URL, api_key=REAL_QDRANT_API_KEY)
+    try:
+        for spec in specs:
+            spec.name = prefix + spec.name
+            spec.create(client)
+            backup_qdrant_collection(
+                client,
+                spec.name,
+                store,
+                TargetPolicy(method="export", batch_size=7),
+                server_url=REAL_QDRANT_URL,
+                api_key=REAL_QDRANT_API_KEY,
+            )
+            request = RestoreRequest("qdrant", spec.name, RESTORE, destination=f"{spec.name}_r")
+            evidence = restore(handler, store, request, run_id="run-server")
+            assert evidence.verified and evidence.error is None, (spec.name, evidence.error)
+            assert (
+                differences(
+                    _server_points(client, spec.name), _server_points(client, f"{spec.name}_r")
+                )
+                == []
+            ), spec.name
+    finally:
+        for collection in client.get_collections().collections:
+            if collection.name.startswith(prefix):
+                client.delete_collection(collection.name)
+        client.close()

@@ -2,8 +2,6 @@
 copies, prove them, and measure RTO and RPO; and the drill's report for auditors."""
 
 import contextlib
-import hashlib
-import json
 import os
 
 import dagster as dg
@@ -12,9 +10,9 @@ from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup,
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS, DAILY
 from gsv_pipelines.lib import backups
 from gsv_pipelines.lib.backup_policy import BackupPolicy
-from gsv_pipelines.lib.drill import REPORT_FILE, DrillRecord, drill_targets, run_drill, save_record
+from gsv_pipelines.lib.drill import drill_targets, run_drill, save_record
 from gsv_pipelines.lib.drill_policy import DrillPolicy
-from gsv_pipelines.lib.drill_report import render_drill, summary_rows
+from gsv_pipelines.lib.drill_report import store_drill_report, summary_rows
 from gsv_pipelines.lib.store import BackupStore
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
@@ -190,17 +188,20 @@ def _judgements(record) -> list[dg.AssetCheckResult]:
         dg.AssetCheckSpec(
             RTO_WITHIN_TARGET,
             asset=DR_DRILL,
+            blocking=True,
             description="Every target was restored and verified within its RTO (drill policy).",
         ),
         dg.AssetCheckSpec(
             RPO_WITHIN_TARGET,
             asset=DR_DRILL,
+            blocking=True,
             description="Every target's restored backup was within its RPO at the drill's "
             "start; a target without a backup fails.",
         ),
         dg.AssetCheckSpec(
             DRILL_VERIFIED,
             asset=DR_DRILL,
+            blocking=True,
             description="Every target's scratch copy equals its backup: checksums, counts, "
             "points or table checksums, sample queries.",
         ),
@@ -219,7 +220,9 @@ def dr_drill(
     scratch copy (never the source) by the same code restore_job runs, proven equal to what was
     backed up, and dropped. Records RTO (start of restore to verified) and RPO (drill start minus
     the backup's consistency point) per target; the checks judge them against the policy.
-    Scratch copies left by killed drills are removed first."""
+    Scratch copies left by killed drills are removed first. The record and its report are
+    written before the checks judge; the checks are blocking, so a drill in which any target
+    fails ends its run failed."""
     policy = policies.drills()
     store = backup_store.store()
     collections = context.instance.get_dynamic_partitions(COLLECTIONS.name)
@@ -245,6 +248,8 @@ def dr_drill(
             policy_source=policy.source,
         )
     key = save_record(store, record)
+    # The report is written before the checks judge: a failed drill is reported too.
+    _, report, _ = store_drill_report(store, key)
     for line in record.leftovers_removed:
         context.log.info(line)
     for t in record.targets:
@@ -252,12 +257,14 @@ def dr_drill(
         rto = "n/a" if t.rto_seconds is None else f"{t.rto_seconds:.1f} s"
         rpo = "n/a" if t.rpo_seconds is None else f"{t.rpo_seconds / 3600:.2f} h"
         context.log.info(f"{t.label}: {outcome}; RTO {rto}, RPO {rpo}")
+    context.log.info(f"drill report written to {store.location(report.key)}")
     return dg.MaterializeResult(
         metadata={
             "drill_id": record.drill_id,
             "result": "passed" if record.passed and record.rto_ok and record.rpo_ok else "failed",
             "record_path": dg.MetadataValue.path(store.location(key)),
             "record_key": key,
+            "report_path": dg.MetadataValue.path(store.location(report.key)),
             "targets": dg.MetadataValue.int(len(record.targets)),
             "targets_failed": dg.MetadataValue.int(
                 sum(not t.verified or bool(t.error) for t in record.targets)
@@ -266,6 +273,8 @@ def dr_drill(
             **_figures(record),
             "summary": dg.MetadataValue.md("\n".join(summary_rows(record.targets))),
         },
+        # Blocking: a drill with any failing target fails its run, after this evidence and
+        # the report are recorded, so schedules, the CLI and alerts see the failure.
         check_results=_judgements(record),
     )
 
@@ -285,7 +294,9 @@ def dr_report(
     """The drill's evidence as a markdown report an auditor accepts: every target, the backup
     used with its checksums, every check with what it found, RTO and RPO against their targets,
     pass or fail, and what was cleaned up. Stored next to the drill record (whose SHA-256 it
-    cites) in the artefact store, and shown here."""
+    cites) in the artefact store, and shown here. dr_drill writes the same report first (the
+    same record renders the same bytes), so a failed drill, which stops its run before this
+    asset, is reported too."""
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=DR_DRILL, asset_partitions=[context.partition_key]),
         limit=1,
@@ -294,10 +305,7 @@ def dr_report(
         raise dg.Failure(f"no drill recorded for {context.partition_key}: materialize dr_drill")
     key = records[0].asset_materialization.metadata["record_key"].value
     store = backup_store.store()
-    raw = b"".join(store.iter_chunks(key))
-    record = DrillRecord.from_dict(json.loads(raw))
-    report = render_drill(record, store.location(key), hashlib.sha256(raw).hexdigest())
-    stored = store.write_stream(f"{record.folder}/{REPORT_FILE}", [report.encode()])
+    record, stored, report = store_drill_report(store, key)
     context.log.info(f"drill report written to {store.location(stored.key)}")
     return dg.MaterializeResult(
         metadata={

@@ -153,6 +153,7 @@ def restore_op(
         "backup_id": (evidence.backup or {}).get("backup_id", "none"),
         "destination": evidence.destination or "none",
         "safety_backup_id": (evidence.safety_backup or {}).get("backup_id", "none"),
+        "destination_after": str(evidence.facts.get("destination_after", "unchanged")),
         "record_path": dg.MetadataValue.path(store.location(record_key)),
         "report_path": dg.MetadataValue.path(store.location(report_key)),
         "report": dg.MetadataValue.md(report),
@@ -168,13 +169,8 @@ def restore_op(
         ),
     }
     if evidence.error or not evidence.verified:
-        safety = evidence.safety_backup
-        note = (
-            f" The destination's previous content is in safety backup {safety['backup_id']} "
-            f"(restore it with backup_id: {safety['backup_id']})."
-            if safety
-            else ""
-        )
+        after = evidence.facts.get("destination_after")
+        note = f" Destination {config.destination} now: {after}." if after else ""
         raise dg.Failure(
             description=f"{request.mode} of {config.target} failed: {evidence.error}{note}",
             metadata=metadata,

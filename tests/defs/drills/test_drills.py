@@ -125,6 +125,19 @@ def _record(world, result) -> dict:
     return world["store"].read_json(metadata["record_key"].value)
 
 
+def _failed_drill_report(result) -> str:
+    """A failed drill fails its run (dr_report does not run), its evidence and report written."""
+    assert not result.success
+    assert result.asset_materializations_for_node("drills__dr_report") == []
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "drills__dr_drill"
+    assert "blocking asset check" in str(failure.event_specific_data.error)
+    [materialization] = result.asset_materializations_for_node("drills__dr_drill")
+    assert materialization.metadata["result"].value == "failed"
+    with open(materialization.metadata["report_path"].value) as f:
+        return f.read()
+
+
 def _collections(world) -> set[str]:
     client = QdrantClient(path=str(world["qdrant_path"]))
     try:
@@ -208,10 +221,10 @@ def test_a_corrupted_backup_fails_the_drill_at_its_checksum(world):
         == "qdrant/agent_memory_b: not verified, target 600 s"
     )
     assert checks["rpo_within_target"].passed is True
-    report = result.asset_materializations_for_node("drills__dr_report")[0].metadata["report"]
-    assert "**Result: FAIL**" in report.value
+    report = _failed_drill_report(result)
+    assert "**Result: FAIL**" in report
     assert "| backup_checksums | FAIL | points.parquet: SHA-256 differs from the manifest |" in (
-        report.value
+        report
     )
 
 
@@ -239,6 +252,7 @@ def test_silent_corruption_of_the_data_fails_the_point_comparison(world):
 
     evaluation = _checks(result)["drill_verified"]
     assert evaluation.passed is False
+    assert "point_fingerprints" in _failed_drill_report(result)
     assert "backup_checksums" not in evaluation.description
     assert (
         f"point_fingerprints: point {rows[7]['id_int']}: vector differs" in evaluation.description
@@ -251,6 +265,7 @@ def test_a_missing_backup_fails_rpo_within_target(world):
         result = _drill(instance, world)
 
     checks = _checks(result)
+    assert "- backup: none found" in _failed_drill_report(result)
     assert checks["rpo_within_target"].passed is False
     assert (
         checks["rpo_within_target"].description == "qdrant/agent_memory_b: no backup, target 26 h"
@@ -271,6 +286,7 @@ def test_the_drill_refuses_to_restore_into_the_source(world):
 
     evaluation = _checks(result)["drill_verified"]
     assert evaluation.passed is False
+    assert "**Result: FAIL**" in _failed_drill_report(result)
     assert evaluation.description == (
         "qdrant/agent_memory_a: refusing to restore qdrant/agent_memory_a into agent_memory_a: "
         "the scratch copy would be the source itself"
