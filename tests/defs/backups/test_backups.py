@@ -237,21 +237,22 @@ def test_the_snapshot_method_on_a_server(world):
 KILLED_BACKUP = """
 import sys, threading
 from qdrant_client import QdrantClient
+from gsv_pipelines.lib import qdrant_held
 from gsv_pipelines.lib.backup_policy import TargetPolicy
 from gsv_pipelines.lib.backups import backup_qdrant_collection
 from gsv_pipelines.lib.store import BackupStore
 
 client = QdrantClient(path=sys.argv[1])
-retrieve, calls = client.retrieve, []
+batches = qdrant_held.batches
 
-def retrieve_then_hang(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == 2:  # one batch is written: say so, then wait to be killed
-        print("first batch written", flush=True)
-        threading.Event().wait()
-    return retrieve(*args, **kwargs)
+def batches_then_hang(*args, **kwargs):
+    for number, batch in enumerate(batches(*args, **kwargs)):
+        if number == 1:  # one batch is written: say so, then wait to be killed
+            print("first batch written", flush=True)
+            threading.Event().wait()
+        yield batch
 
-client.retrieve = retrieve_then_hang
+qdrant_held.batches = batches_then_hang
 backup_qdrant_collection(client, "agent_memory_a", BackupStore(sys.argv[2]),
                          TargetPolicy(batch_size=10), server_url=None, api_key=None)
 """
