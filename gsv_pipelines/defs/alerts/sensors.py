@@ -47,7 +47,9 @@ FIGURE_TYPES = (
 Observer = Callable[[dg.DagsterInstance, dg.DagsterRun, dg.EventLogRecord, str], list[Observation]]
 
 
-def run_ends(instance: dg.DagsterInstance, after: int, limit: int = BATCH) -> list[dg.EventLogRecord]:
+def run_ends(
+    instance: dg.DagsterInstance, after: int, limit: int = BATCH
+) -> list[dg.EventLogRecord]:
     """Runs' end events stored after `after`, in storage order, without gaps: where one type's
     page is full, nothing of another type past its last record is returned yet."""
     pages = []

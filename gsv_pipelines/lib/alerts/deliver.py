@@ -261,7 +261,9 @@ class Notifier:
             return Outcome(name, True, attempts, f"HTTP {status}", status)
         if status in RETRY_STATUSES:
             COOLDOWN.fail(key, self.clock() + self.policy.delivery.cooldown_seconds)
-            return Outcome(name, False, attempts, f"HTTP {status} after {attempts} attempt(s)", status)
+            return Outcome(
+                name, False, attempts, f"HTTP {status} after {attempts} attempt(s)", status
+            )
         return Outcome(name, False, attempts, f"HTTP {status}: refused, not retried", status)
 
     def _dead_letter(self, alert: Alert, outcome: Outcome) -> str:

@@ -103,7 +103,11 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
 
 
 def teams_payload(alert: Alert) -> dict[str, Any]:
-    color = "Good" if alert.status == RESOLVED else {"error": "Attention"}.get(alert.severity, "Warning")
+    color = (
+        "Good"
+        if alert.status == RESOLVED
+        else {"error": "Attention"}.get(alert.severity, "Warning")
+    )
     card = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",

@@ -64,9 +64,7 @@ def _names(value: Any, known: tuple[str, ...], where: str) -> tuple[str, ...]:
         raise AlertsPolicyError(f"{where} must be a non-empty list of names")
     unknown = sorted(set(value) - set(known))
     if unknown:
-        raise AlertsPolicyError(
-            f"{where}: unknown {', '.join(unknown)}; known: {', '.join(known)}"
-        )
+        raise AlertsPolicyError(f"{where}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
     return tuple(value)
 
 
@@ -84,7 +82,9 @@ def _route(data: Any, where: str) -> Route:
         name=name,
         severities=frozenset(_names(data.get("severities"), SEVERITIES, f"{where}.severities")),
         channels=_names(data.get("channels"), CHANNELS, f"{where}.channels"),
-        domains=None if domains is None else frozenset(_names(domains, DOMAINS, f"{where}.domains")),
+        domains=None
+        if domains is None
+        else frozenset(_names(domains, DOMAINS, f"{where}.domains")),
     )
 
 

@@ -126,7 +126,9 @@ def test_a_tampered_body_or_another_key_fails_the_independent_verification(recei
 
 def test_a_5xx_is_retried_with_backoff_and_then_delivered(receiver, policy, store):
     receiver.answer(HOOK_PATH, 500, 503)
-    outcome = outcome_of(Notifier(channels(receiver, ["webhook"]), policy, store).notify(alert()), "webhook")
+    outcome = outcome_of(
+        Notifier(channels(receiver, ["webhook"]), policy, store).notify(alert()), "webhook"
+    )
     assert (outcome.delivered, outcome.attempts, outcome.status) == (True, 3, 200)
     tries = receiver.at(HOOK_PATH)
     assert [t.status for t in tries] == [500, 503, 200]
@@ -156,14 +158,18 @@ def test_backoff_grows_with_jitter_from_the_first_retry(policy):
 
 def test_a_timeout_is_retried(receiver, policy, store):
     receiver.answer(SLACK_PATH, "stall")
-    outcome = outcome_of(Notifier(channels(receiver, ["slack"]), policy, store).notify(alert()), "slack")
+    outcome = outcome_of(
+        Notifier(channels(receiver, ["slack"]), policy, store).notify(alert()), "slack"
+    )
     assert (outcome.delivered, outcome.attempts) == (True, 2)
     assert [t.status for t in receiver.at(SLACK_PATH)] == [0, 200]
 
 
 def test_a_4xx_is_not_retried_and_becomes_a_dead_letter_without_the_url(receiver, policy, store):
     receiver.answer(SLACK_PATH, 400)
-    outcome = outcome_of(Notifier(channels(receiver, ["slack"]), policy, store).notify(alert()), "slack")
+    outcome = outcome_of(
+        Notifier(channels(receiver, ["slack"]), policy, store).notify(alert()), "slack"
+    )
     assert (outcome.delivered, outcome.attempts, outcome.status) == (False, 1, 400)
     assert len(receiver.at(SLACK_PATH)) == 1
     [letter] = dead_letters(store)
@@ -171,8 +177,8 @@ def test_a_4xx_is_not_retried_and_becomes_a_dead_letter_without_the_url(receiver
     assert "not retried" in letter["reason"]
     assert letter["alert"]["summary"] == alert().summary
     assert outcome.dead_letter == letter["key"]
-    stored = (store.root + "/" + letter["key"],)
-    assert "xoxb" not in open(stored[0]).read() and "127.0.0.1:" not in letter["reason"]
+    stored = Path(store.root, letter["key"]).read_text()
+    assert "xoxb" not in stored and "127.0.0.1:" not in letter["reason"]
 
 
 def test_an_endpoint_that_keeps_failing_is_dead_lettered_then_cooled_down_then_replayed(
@@ -203,7 +209,7 @@ def test_a_replay_that_fails_again_keeps_the_letter_and_counts_it(receiver, poli
     receiver.answer(TEAMS_PATH, 404, 404)
     notifier = Notifier(channels(receiver, ["teams"]), policy, store)
     notifier.notify(alert())
-    [(letter, outcome)] = replay(notifier)
+    [(_, outcome)] = replay(notifier)
     assert not outcome.delivered and outcome.status == 404
     [kept] = dead_letters(store)
     assert kept["replays"] == 1 and "not retried" in kept["last_reason"]
