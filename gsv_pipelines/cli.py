@@ -3,6 +3,8 @@
 gsv seed    write demo data: agent-memory collections in Qdrant, platform secrets in Vault
 gsv demo    start the local services, seed, materialize every asset once, print a summary
 gsv dev     start the local services, seed, and run `dagster dev` on 127.0.0.1
+gsv metrics serve the pipelines' Prometheus metrics (/metrics)
+gsv alerts  list open incidents and dead letters, or replay the dead letters
 """
 
 import argparse
@@ -342,6 +344,50 @@ def dev(settings: Settings, host: str, port: int, scale: float = 1.0) -> int:
             webserver.stop(timeout=30)
 
 
+def notifier_from_env(settings: Settings):
+    """The notifier as the sensors bind it, from the same variables (for `gsv alerts`)."""
+    from gsv_pipelines.lib.alerts.policy import load_alerts_policy
+    from gsv_pipelines.lib.store import BackupStore
+    from gsv_pipelines.resources.notifier import NotifierResource
+
+    resource = NotifierResource(
+        slack_webhook_url=os.environ.get("GSV_SLACK_WEBHOOK_URL") or None,
+        teams_webhook_url=os.environ.get("GSV_TEAMS_WEBHOOK_URL") or None,
+        webhook_url=os.environ.get("GSV_ALERT_WEBHOOK_URL") or None,
+        webhook_secret=os.environ.get("GSV_ALERT_WEBHOOK_SECRET") or None,
+        ui_url=settings.ui_url,
+    )
+    policy = load_alerts_policy(settings.alerts_policy)
+    return resource.notifier(policy, BackupStore(settings.backup_url))
+
+
+def alerts(settings: Settings, action: str, ids: list[str]) -> int:
+    """`list`: open incidents and dead letters; `replay`: send the dead letters again."""
+    from gsv_pipelines.lib.alerts.deliver import dead_letters, replay
+    from gsv_pipelines.lib.alerts.incidents import OPEN, Incidents
+
+    notifier = notifier_from_env(settings)
+    try:
+        if action == "list":
+            for incident in Incidents(notifier.store).all():
+                if incident["status"] == OPEN:
+                    _say(f"open since {incident['opened_at']}: {incident['title']}")
+            for letter in dead_letters(notifier.store):
+                _say(
+                    f"dead letter {letter['id']} ({letter['channel']}, {letter['reason']}): "
+                    f"{letter['alert']['status']} {letter['alert']['title']}"
+                )
+            return 0
+        done = replay(notifier, ids or None)
+        for letter, outcome in done:
+            verdict = "delivered" if outcome.delivered else f"kept: {outcome.reason}"
+            _say(f"dead letter {letter['id']} ({outcome.channel}): {verdict}")
+        _say(f"replayed {len(done)} dead letter(s), {sum(o.delivered for _, o in done)} delivered")
+        return 0 if all(o.delivered for _, o in done) else 1
+    finally:
+        notifier.close()
+
+
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -359,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
         if name == "dev":
             command.add_argument("--host", default="127.0.0.1")
             command.add_argument("--port", type=int, default=3000, help="0 picks a free port")
+    metrics = commands.add_parser("metrics", help="serve the Prometheus metrics")
+    metrics.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a pod")
+    metrics.add_argument("--port", type=int, default=None, help="default 9477")
+    alerts_parser = commands.add_parser("alerts", help="open incidents, dead letters, replay")
+    alerts_parser.add_argument("action", choices=["list", "replay"])
+    alerts_parser.add_argument("ids", nargs="*", help="dead letters to replay (default: all)")
     args = parser.parse_args(argv)
     # Stopped by SIGTERM (a supervisor, `kill`): unwind so every started service is stopped too.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -368,6 +420,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         return demo(settings, scale=args.scale)
+    if args.command == "alerts":
+        return alerts(settings, args.action, args.ids)
+    if args.command == "metrics":
+        from gsv_pipelines import exporter
+
+        _prepare_dagster_home(settings)
+        exporter.serve(settings, args.host, args.port or exporter.DEFAULT_PORT)
+        return 0
     return dev(settings, args.host, args.port or free_port(), scale=args.scale)
 
 
