@@ -54,8 +54,9 @@ def test_demo_runs_on_embedded_defaults_and_stops_what_it_started(tmp_path):
     }
     assert all(a["metadata"]["action"] == "rotated" for a in rotations)
     # 5 seeded values, and a new one for each of the 4 rotated: none in anything the runs wrote.
-    # the Vault values, and the fake token planted in the demo image
-    assert summary["leak_search"] == {"values": 10, "found": []}
+    # the Vault values, the fake token planted in the demo image, and the alert channels' key,
+    # token and 3 URLs (in the instance, the alerts received, the store's incidents)
+    assert summary["leak_search"] == {"values": 15, "found": []}
     scans = {a["partition"]: a for a in summary["assets"] if a["asset"] == "scanning/image_scan"}
     runtime = summary["seed"]["images"]["agents/agent-runtime"]["digest"]
     gateway = summary["seed"]["images"]["platform/web-gateway"]["digest"]
@@ -66,6 +67,25 @@ def test_demo_runs_on_embedded_defaults_and_stops_what_it_started(tmp_path):
     assert scans[gateway]["checks"] == {"no_fixable_critical": True, "no_embedded_secrets": True}
     assert summary["expected_gate_failures"] == [f"scanning/image_scan [{runtime}]"]
     assert summary["runs_all_succeeded"] is False and summary["problems"] == []
+    # The planted CVE's alert reached the demo's receiver, signed, with what and where.
+    alerts = summary["alerts"]
+    cve = alerts["planted_cve_alert"]
+    assert cve["subject"] == {
+        "kind": "check",
+        "asset": "scanning/image_scan",
+        "check": "no_fixable_critical",
+        "partition": runtime,
+    }
+    assert "CVE-2099-0001" in cve["summary"] and cve["severity"] == "error"
+    assert cve["links"]["run"].startswith("http://127.0.0.1:3000/runs/")
+    assert alerts["signatures_verified"] is True
+    assert f"no_embedded_secrets failed: scanning/image_scan [{runtime}]" in alerts["webhook"]
+    # Errors go to the three channels; usage's WARN checks (HighErrorRate, QuotaExceeded) are
+    # warnings, to Slack and the webhook only (the shipped alerts policy).
+    assert alerts["received"]["teams"] == sum("usage/" not in title for title in alerts["webhook"])
+    assert alerts["received"]["slack"] == alerts["received"]["webhook"] == len(alerts["webhook"])
+    assert any(t.startswith("quota_exceeded failed: usage/quota_status") for t in alerts["webhook"])
+    assert "The planted critical CVE's alert, as the webhook received it" in result.stdout
     [risk] = [a for a in summary["assets"] if a["asset"] == "scanning/image_risk_report"]
     assert (risk["metadata"]["digests"], risk["metadata"]["failing"]) == (2, 1)
     assert "# Image risk report" in result.stdout and "risk report: " in result.stdout
