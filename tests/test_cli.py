@@ -129,3 +129,41 @@ def test_dev_serves_the_ui_on_loopback_and_stops_cleanly(tmp_path):
     assert not port_open(port)
     log = dev.log_path.read_text()
     assert "stopped OpenBao" in log, log[-2000:]
+
+
+def test_alerts_list_and_replay_send_the_dead_letters_again(tmp_path):
+    from gsv_pipelines.lib.alerts.deliver import Channel, Notifier, dead_letters
+    from gsv_pipelines.lib.alerts.policy import load_alerts_policy
+    from gsv_pipelines.lib.store import BackupStore
+    from tests.lib.alerts.test_deliver import SECRET, alert, verify
+    from tests.services.receiver import Receiver
+
+    store = BackupStore(str(tmp_path / "store"))
+    with Receiver() as receiver:
+        url = receiver.url("/hook/token-123")
+        receiver.answer("/hook/token-123", 400)
+        Notifier({"webhook": Channel("webhook", url, SECRET)}, load_alerts_policy(), store).notify(
+            alert()
+        )
+        [letter] = dead_letters(store)
+        env = {
+            **_env(tmp_path),
+            "GSV_BACKUP_URL": store.root,
+            "GSV_ALERT_WEBHOOK_URL": url,
+            "GSV_ALERT_WEBHOOK_SECRET": SECRET,
+        }
+        listed = subprocess.run([*GSV, "alerts", "list"], env=env, capture_output=True, text=True)
+        assert listed.returncode == 0, listed.stderr
+        assert (
+            f"dead letter {letter['id']} (webhook, HTTP 400: refused, not retried)" in listed.stdout
+        )
+        replayed = subprocess.run(
+            [*GSV, "alerts", "replay"], env=env, capture_output=True, text=True
+        )
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        assert "replayed 1 dead letter(s), 1 delivered" in replayed.stdout
+        [first, second] = receiver.at("/hook/token-123")
+        assert (first.status, second.status) == (400, 200) and verify(SECRET, second)
+        assert second.json()["incident"] == letter["alert"]["incident"]
+    assert dead_letters(store) == []
+    assert "token-123" not in listed.stdout + replayed.stdout + listed.stderr + replayed.stderr
