@@ -17,6 +17,7 @@ that remembers delivery ids drops the copy.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -178,9 +179,11 @@ class Notifier:
         self.store = store
         self.log = log or logging.getLogger(__name__)
         self.clock = clock
-        # The URLs, their paths alone (what HTTP logs quote), the webhook's key.
-        values = [v for c in self.channels.values() for v in (c.url, _path(c.url), c.secret)]
-        self.secrets = sorted({v for v in values if v and len(v) > 1}, key=len, reverse=True)
+        # The URLs, their paths alone (what HTTP logs quote: a path long enough to hold a
+        # token), the webhook's key.
+        paths = [p for p in (_path(c.url) for c in self.channels.values()) if len(p) >= 16]
+        values = [v for c in self.channels.values() for v in (c.url, c.secret) if v] + paths
+        self.secrets = sorted(set(values), key=len, reverse=True)
         REDACTING.secrets.update(self.secrets)
         delivery = policy.delivery
         retry = _Backoff(
@@ -226,7 +229,7 @@ class Notifier:
             for outcome in sent:
                 if not outcome.delivered:
                     key = self._dead_letter(alert, outcome)
-                    outcome = Outcome(**{**outcome.__dict__, "dead_letter": key})
+                    outcome = dataclasses.replace(outcome, dead_letter=key)
                 self.log.info(f"{label}: {outcome.channel} {outcome.reason}")
                 outcomes.append(outcome)
         return outcomes
