@@ -17,7 +17,7 @@ help:
 	@echo "make test         the test suite against real services (installs them when root)"
 	@echo "make lint         ruff check, ruff format --check, dg check defs"
 	@echo "make bench        every benchmark, as ratios to a baseline measured in the same run"
-	@echo "make system-deps  the Debian packages the tests need (postgresql-15, docker-registry, skopeo)"
+	@echo "make system-deps  the Debian packages the tests need (postgresql-15, docker-registry, skopeo, prometheus, alertmanager)"
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv $(CURDIR)/.tools

@@ -3,12 +3,15 @@
 gsv seed    write demo data: agent-memory collections in Qdrant, platform secrets in Vault
 gsv demo    start the local services, seed, materialize every asset once, print a summary
 gsv dev     start the local services, seed, and run `dagster dev` on 127.0.0.1
+gsv metrics serve the pipelines' Prometheus metrics (/metrics)
+gsv alerts  list open incidents and dead letters, or replay the dead letters
 """
 
 import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -87,6 +90,43 @@ def local_services(settings: Settings) -> Iterator[dict]:
             _say("stopped OpenBao")
 
 
+ALERT_VARIABLES = (
+    "GSV_SLACK_WEBHOOK_URL",
+    "GSV_TEAMS_WEBHOOK_URL",
+    "GSV_ALERT_WEBHOOK_URL",
+    "GSV_ALERT_WEBHOOK_SECRET",
+)
+
+
+@contextlib.contextmanager
+def alert_receiver() -> Iterator[tuple]:
+    """A receiver on loopback that plays Slack, Teams and the signed webhook: the demo's alerts
+    go there (never to channels the environment names). Yields it, its secret values (the key
+    and the URLs, which carry random tokens as real webhook URLs do) and each path's channel."""
+    from gsv_pipelines.lib.alerts.receiver import LocalReceiver
+
+    token, key = secrets.token_hex(12), secrets.token_urlsafe(24)
+    paths = {
+        "GSV_SLACK_WEBHOOK_URL": f"/services/T0DEMO/B0DEMO/{token}",
+        "GSV_TEAMS_WEBHOOK_URL": f"/webhookb2/demo/{token}",
+        "GSV_ALERT_WEBHOOK_URL": f"/gsv-alerts/{token}",
+    }
+    saved = {name: os.environ.get(name) for name in ALERT_VARIABLES}
+    with LocalReceiver(key, paths["GSV_ALERT_WEBHOOK_URL"]) as receiver:
+        urls = {name: receiver.url(path) for name, path in paths.items()}
+        os.environ.update(urls, GSV_ALERT_WEBHOOK_SECRET=key)
+        _say(f"alerts go to a local receiver on {receiver.url('')} (Slack, Teams, webhook)")
+        try:
+            channels = dict(zip(paths.values(), ("slack", "teams", "webhook"), strict=True))
+            yield receiver, [key, token, *urls.values()], channels
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
 def seed(settings: Settings, scale: float = 1.0) -> dict:
     """Seed Qdrant, the platform DB, and Vault when VAULT_TOKEN is set; return what was written."""
     if settings.is_prod:
@@ -155,11 +195,19 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
 
     from gsv_pipelines.definitions import defs as load_defs
     from gsv_pipelines.defs.usage.partitions import DAILY as USAGE_DAILY
-    from gsv_pipelines.demo import materialize_all, sync_partitions
+    from gsv_pipelines.demo import (
+        materialize_all,
+        run_alert_sensors,
+        start_alert_sensors,
+        sync_partitions,
+    )
 
     started = datetime.now(UTC)
     home = _prepare_dagster_home(settings)
-    with local_services(settings) as services:
+    with (
+        local_services(settings) as services,
+        alert_receiver() as (receiver, alert_secrets, channels),
+    ):
         seeded = seed(load_settings(), scale=scale)
         _say("seeded demo data")
         defs = load_defs()
@@ -172,15 +220,27 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
             config = {dg.AssetKey(list(k)): v for k, v in DEMO_CONFIG.items()}
             # Every seeded usage day, oldest first, so month-to-date figures build up as in prod.
             usage_days = [(USAGE_DAILY, [str(day) for day in seeded["usage"]["partitions"]])]
+            cursors = start_alert_sensors(defs, instance)
             outcome = materialize_all(defs, instance, config, chosen=usage_days)
+            alert_ticks = run_alert_sensors(defs, instance, cursors)
+        received = _keep_received(settings, receiver.received, channels)
         values = demo_data.vault_values(
             VaultResource(addr=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"]).client()
         )
-        # The planted fake token must not reach Dagster's storage either.
-        values = [*values, FAKE_GITHUB_TOKEN]
-        leaks = leak_search(home, values)
+        # The planted fake token and the alert channels' URLs and key must not reach Dagster's
+        # storage, the alerts (as received, and in the store: incidents, dead letters) either.
+        values = [*values, FAKE_GITHUB_TOKEN, *alert_secrets]
+        leaks = [
+            found
+            for root in (home, settings.data_dir / RECEIVED, _local_alerts_folder(settings))
+            if root is not None and root.exists()
+            for found in leak_search(root, values)
+        ]
     expected = _expected_gate_failures(seeded["images"])
     problems = _unexpected_problems(outcome["assets"], expected)
+    cve_alert = _planted_cve_alert(received, seeded["images"])
+    if cve_alert is None:
+        problems.append("the planted critical CVE's alert did not reach the local receiver, signed")
     summary = {
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -190,6 +250,18 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
         "partitions": partitions,
         "leak_search": {"values": len(values), "found": leaks},
         **outcome,
+        "alerts": {
+            "received": {
+                channel: sum(r["channel"] == channel for r in received)
+                for channel in ("slack", "teams", "webhook")
+            },
+            "webhook": [r["message"]["title"] for r in received if r["channel"] == "webhook"],
+            "signatures_verified": all(
+                r["verified"] for r in received if r["channel"] == "webhook"
+            ),
+            "planted_cve_alert": cve_alert,
+            "sensor_ticks": alert_ticks,
+        },
         # Every run succeeded but those the demo means to fail (their gates, by design).
         "runs_all_succeeded": outcome["success"],
         "success": not problems,
@@ -227,20 +299,78 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
         print("No assets are defined yet: the demo materializes whatever the code location holds.")
     print()
     _say(
-        f"leak search: {len(values)} secret values (every version in Vault, and the planted "
-        f"fake token) searched for in "
-        f"everything under {home}: {len(leaks)} found"
+        f"leak search: {len(values)} secret values (every version in Vault, the planted fake "
+        f"token, the alert channels' URLs and key) searched for in everything under {home}, the "
+        f"alerts received and the store's alerts/: {len(leaks)} found"
     )
     for leak in leaks:
         _say(f"  LEAK {leak}")
     _say(f"summary written to {path}")
     _say("open the UI with `make dev` (dagster dev on http://127.0.0.1:3000)")
     _print_risk_report(settings, outcome["assets"], expected)
+    _print_alerts(received, cve_alert)
     _print_drill(outcome["assets"])
     _print_usage(settings, seeded["usage"])
     for problem in problems:
         _say(f"  FAILED {problem}")
     return 0 if not problems and not leaks else 1
+
+
+RECEIVED = "alerts-received"
+
+
+def _keep_received(settings: Settings, received: list, channels: dict[str, str]) -> list[dict]:
+    """What the receiver got, by channel, also written to $GSV_DATA_DIR/alerts-received/."""
+    folder = settings.data_dir / RECEIVED
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    kept = []
+    for n, message in enumerate(received):
+        channel = channels[message.path]
+        body = message.json()
+        (folder / f"{n:03d}-{channel}.json").write_text(json.dumps(body, indent=2) + "\n")
+        kept.append({"channel": channel, "verified": message.verified, "message": body})
+    return kept
+
+
+def _local_alerts_folder(settings: Settings) -> Path | None:
+    """The store's alerts/ folder (incidents, dead letters) when the store is a local folder."""
+    from gsv_pipelines.lib.store import BackupStore
+
+    store = BackupStore(settings.backup_url)
+    return Path(store.root) / "alerts" if store.fs.protocol[0] in ("file", "local") else None
+
+
+def _planted_cve_alert(received: list[dict], images: dict) -> dict | None:
+    """The signed webhook message about agent-runtime's fixable critical CVE, if it arrived."""
+    digest = images["agents/agent-runtime"]["digest"]
+    for r in received:
+        subject = r["message"].get("subject", {}) if r["channel"] == "webhook" else {}
+        if (
+            r["verified"]
+            and r["message"]["status"] == "firing"
+            and subject.get("check") == "no_fixable_critical"
+            and subject.get("partition") == digest
+        ):
+            return r["message"]
+    return None
+
+
+def _print_alerts(received: list[dict], cve_alert: dict | None) -> None:
+    counts = {c: sum(r["channel"] == c for r in received) for c in ("slack", "teams", "webhook")}
+    _say(
+        "alerts delivered to the local receiver: "
+        + ", ".join(f"{n} to {channel}" for channel, n in counts.items())
+    )
+    for r in received:
+        if r["channel"] == "webhook":
+            m = r["message"]
+            _say(f"  [{m['severity']}/{m['status']}] {m['title']}")
+    if cve_alert:
+        print()
+        print("The planted critical CVE's alert, as the webhook received it (signature verified):")
+        print(json.dumps(cve_alert, indent=2))
+        print()
 
 
 def _expected_gate_failures(images: dict) -> set[tuple[str, str]]:
@@ -342,6 +472,50 @@ def dev(settings: Settings, host: str, port: int, scale: float = 1.0) -> int:
             webserver.stop(timeout=30)
 
 
+def notifier_from_env(settings: Settings):
+    """The notifier as the sensors bind it, from the same variables (for `gsv alerts`)."""
+    from gsv_pipelines.lib.alerts.policy import load_alerts_policy
+    from gsv_pipelines.lib.store import BackupStore
+    from gsv_pipelines.resources.notifier import NotifierResource
+
+    resource = NotifierResource(
+        slack_webhook_url=os.environ.get("GSV_SLACK_WEBHOOK_URL") or None,
+        teams_webhook_url=os.environ.get("GSV_TEAMS_WEBHOOK_URL") or None,
+        webhook_url=os.environ.get("GSV_ALERT_WEBHOOK_URL") or None,
+        webhook_secret=os.environ.get("GSV_ALERT_WEBHOOK_SECRET") or None,
+        ui_url=settings.ui_url,
+    )
+    policy = load_alerts_policy(settings.alerts_policy)
+    return resource.notifier(policy, BackupStore(settings.backup_url))
+
+
+def alerts(settings: Settings, action: str, ids: list[str]) -> int:
+    """`list`: open incidents and dead letters; `replay`: send the dead letters again."""
+    from gsv_pipelines.lib.alerts.deliver import dead_letters, replay
+    from gsv_pipelines.lib.alerts.incidents import OPEN, Incidents
+
+    notifier = notifier_from_env(settings)
+    try:
+        if action == "list":
+            for incident in Incidents(notifier.store).all():
+                if incident["status"] == OPEN:
+                    _say(f"open since {incident['opened_at']}: {incident['title']}")
+            for letter in dead_letters(notifier.store):
+                _say(
+                    f"dead letter {letter['id']} ({letter['channel']}, {letter['reason']}): "
+                    f"{letter['alert']['status']} {letter['alert']['title']}"
+                )
+            return 0
+        done = replay(notifier, ids or None)
+        for letter, outcome in done:
+            verdict = "delivered" if outcome.delivered else f"kept: {outcome.reason}"
+            _say(f"dead letter {letter['id']} ({outcome.channel}): {verdict}")
+        _say(f"replayed {len(done)} dead letter(s), {sum(o.delivered for _, o in done)} delivered")
+        return 0 if all(o.delivered for _, o in done) else 1
+    finally:
+        notifier.close()
+
+
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -359,6 +533,12 @@ def main(argv: list[str] | None = None) -> int:
         if name == "dev":
             command.add_argument("--host", default="127.0.0.1")
             command.add_argument("--port", type=int, default=3000, help="0 picks a free port")
+    metrics = commands.add_parser("metrics", help="serve the Prometheus metrics")
+    metrics.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a pod")
+    metrics.add_argument("--port", type=int, default=None, help="default 9477")
+    alerts_parser = commands.add_parser("alerts", help="open incidents, dead letters, replay")
+    alerts_parser.add_argument("action", choices=["list", "replay"])
+    alerts_parser.add_argument("ids", nargs="*", help="dead letters to replay (default: all)")
     args = parser.parse_args(argv)
     # Stopped by SIGTERM (a supervisor, `kill`): unwind so every started service is stopped too.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -368,6 +548,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         return demo(settings, scale=args.scale)
+    if args.command == "alerts":
+        return alerts(settings, args.action, args.ids)
+    if args.command == "metrics":
+        from gsv_pipelines import exporter
+
+        _prepare_dagster_home(settings)
+        exporter.serve(settings, args.host, args.port or exporter.DEFAULT_PORT)
+        return 0
     return dev(settings, args.host, args.port or free_port(), scale=args.scale)
 
 

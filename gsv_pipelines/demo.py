@@ -10,8 +10,12 @@ from typing import Any
 
 import dagster as dg
 
+from gsv_pipelines.lib.alerts.policy import alert_severity
+
 # Sensors that only keep dynamic partitions in sync (they request no runs).
 PARTITION_SENSORS = ("qdrant_collections_sensor",)
+# Sensors that send alerts about the runs (they request no runs either).
+ALERT_SENSORS = ("run_failure_alert_sensor", "check_failure_alert_sensor")
 
 # Metadata a summary can show: figures and short text (tables and markdown stay in the UI).
 SUMMARY_TYPES = (
@@ -30,13 +34,7 @@ def sync_partitions(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[
     """Evaluate the partition-sync sensors once and apply what they ask for."""
     outcome = {}
     for name in PARTITION_SENSORS:
-        sensor = defs.resolve_sensor_def(name)
-        with dg.build_sensor_context(
-            instance=instance,
-            resources=defs.resources,
-            repository_def=defs.get_repository_def(),
-        ) as context:
-            result = sensor(context)
+        result = _tick(defs, instance, name, None)
         if not isinstance(result, dg.SensorResult):
             outcome[name] = getattr(result, "skip_message", None) or "nothing to do"
             continue
@@ -52,6 +50,37 @@ def sync_partitions(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[
                 changes.append(f"retired {', '.join(keys)}")
         outcome[name] = "; ".join(changes)
     return outcome
+
+
+def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None):
+    with dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources=defs.resources,
+        repository_def=defs.get_repository_def(),
+    ) as context:
+        return defs.resolve_sensor_def(name)(context)
+
+
+def start_alert_sensors(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, str]:
+    """Each alert sensor's first tick: it will read what ends from now on."""
+    return {name: _tick(defs, instance, name, None).cursor for name in ALERT_SENSORS}
+
+
+def run_alert_sensors(
+    defs: dg.Definitions, instance: dg.DagsterInstance, cursors: dict[str, str]
+) -> list[str]:
+    """Tick each alert sensor until it has read every run that ended; what each tick said."""
+    said = []
+    for name, cursor in cursors.items():
+        while True:
+            result = _tick(defs, instance, name, cursor)
+            said.append(f"{name}: {result.skip_reason.skip_message}")
+            if result.cursor == cursor:
+                break
+            cursor = result.cursor
+        cursors[name] = cursor
+    return said
 
 
 def partition_keys(
@@ -143,7 +172,7 @@ def _rows(graph, keys, partition, result: dg.ExecuteInProcessResult) -> list[dic
     warnings: dict[dg.AssetKey, list[str]] = {}
     for evaluation in result.get_asset_check_evaluations():
         checks.setdefault(evaluation.asset_key, {})[evaluation.check_name] = evaluation.passed
-        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN:
+        if not evaluation.passed and alert_severity(evaluation.severity.value) == "warning":
             warnings.setdefault(evaluation.asset_key, []).append(evaluation.check_name)
     rows = []
     for key in keys:
@@ -155,7 +184,8 @@ def _rows(graph, keys, partition, result: dg.ExecuteInProcessResult) -> list[dic
                 "partition": str(partition) if partition is not None else None,
                 "status": "materialized" if metadata is not None else "failed",
                 "checks": checks.get(key, {}),
-                # Failed checks of WARN severity: alerts (a finding), not a failed pipeline.
+                # Failed checks of WARN severity: warnings for the alerts domain (routed by the
+                # alerts policy), not a failed pipeline.
                 "warnings": warnings.get(key, []),
                 "metadata": {
                     name: value.value

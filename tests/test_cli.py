@@ -54,8 +54,9 @@ def test_demo_runs_on_embedded_defaults_and_stops_what_it_started(tmp_path):
     }
     assert all(a["metadata"]["action"] == "rotated" for a in rotations)
     # 5 seeded values, and a new one for each of the 4 rotated: none in anything the runs wrote.
-    # the Vault values, and the fake token planted in the demo image
-    assert summary["leak_search"] == {"values": 10, "found": []}
+    # the Vault values, the fake token planted in the demo image, and the alert channels' key,
+    # token and 3 URLs (in the instance, the alerts received, the store's incidents)
+    assert summary["leak_search"] == {"values": 15, "found": []}
     scans = {a["partition"]: a for a in summary["assets"] if a["asset"] == "scanning/image_scan"}
     runtime = summary["seed"]["images"]["agents/agent-runtime"]["digest"]
     gateway = summary["seed"]["images"]["platform/web-gateway"]["digest"]
@@ -66,6 +67,25 @@ def test_demo_runs_on_embedded_defaults_and_stops_what_it_started(tmp_path):
     assert scans[gateway]["checks"] == {"no_fixable_critical": True, "no_embedded_secrets": True}
     assert summary["expected_gate_failures"] == [f"scanning/image_scan [{runtime}]"]
     assert summary["runs_all_succeeded"] is False and summary["problems"] == []
+    # The planted CVE's alert reached the demo's receiver, signed, with what and where.
+    alerts = summary["alerts"]
+    cve = alerts["planted_cve_alert"]
+    assert cve["subject"] == {
+        "kind": "check",
+        "asset": "scanning/image_scan",
+        "check": "no_fixable_critical",
+        "partition": runtime,
+    }
+    assert "CVE-2099-0001" in cve["summary"] and cve["severity"] == "error"
+    assert cve["links"]["run"].startswith("http://127.0.0.1:3000/runs/")
+    assert alerts["signatures_verified"] is True
+    assert f"no_embedded_secrets failed: scanning/image_scan [{runtime}]" in alerts["webhook"]
+    # Errors go to the three channels; usage's WARN checks (HighErrorRate, QuotaExceeded) are
+    # warnings, to Slack and the webhook only (the shipped alerts policy).
+    assert alerts["received"]["teams"] == sum("usage/" not in title for title in alerts["webhook"])
+    assert alerts["received"]["slack"] == alerts["received"]["webhook"] == len(alerts["webhook"])
+    assert any(t.startswith("quota_exceeded failed: usage/quota_status") for t in alerts["webhook"])
+    assert "The planted critical CVE's alert, as the webhook received it" in result.stdout
     [risk] = [a for a in summary["assets"] if a["asset"] == "scanning/image_risk_report"]
     assert (risk["metadata"]["digests"], risk["metadata"]["failing"]) == (2, 1)
     assert "# Image risk report" in result.stdout and "risk report: " in result.stdout
@@ -109,3 +129,41 @@ def test_dev_serves_the_ui_on_loopback_and_stops_cleanly(tmp_path):
     assert not port_open(port)
     log = dev.log_path.read_text()
     assert "stopped OpenBao" in log, log[-2000:]
+
+
+def test_alerts_list_and_replay_send_the_dead_letters_again(tmp_path):
+    from gsv_pipelines.lib.alerts.deliver import Channel, Notifier, dead_letters
+    from gsv_pipelines.lib.alerts.policy import load_alerts_policy
+    from gsv_pipelines.lib.store import BackupStore
+    from tests.lib.alerts.test_deliver import SECRET, alert, verify
+    from tests.services.receiver import Receiver
+
+    store = BackupStore(str(tmp_path / "store"))
+    with Receiver() as receiver:
+        url = receiver.url("/hook/token-123")
+        receiver.answer("/hook/token-123", 400)
+        Notifier({"webhook": Channel("webhook", url, SECRET)}, load_alerts_policy(), store).notify(
+            alert()
+        )
+        [letter] = dead_letters(store)
+        env = {
+            **_env(tmp_path),
+            "GSV_BACKUP_URL": store.root,
+            "GSV_ALERT_WEBHOOK_URL": url,
+            "GSV_ALERT_WEBHOOK_SECRET": SECRET,
+        }
+        listed = subprocess.run([*GSV, "alerts", "list"], env=env, capture_output=True, text=True)
+        assert listed.returncode == 0, listed.stderr
+        assert (
+            f"dead letter {letter['id']} (webhook, HTTP 400: refused, not retried)" in listed.stdout
+        )
+        replayed = subprocess.run(
+            [*GSV, "alerts", "replay"], env=env, capture_output=True, text=True
+        )
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        assert "replayed 1 dead letter(s), 1 delivered" in replayed.stdout
+        [first, second] = receiver.at("/hook/token-123")
+        assert (first.status, second.status) == (400, 200) and verify(SECRET, second)
+        assert second.json()["incident"] == letter["alert"]["incident"]
+    assert dead_letters(store) == []
+    assert "token-123" not in listed.stdout + replayed.stdout + listed.stderr + replayed.stderr

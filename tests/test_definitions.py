@@ -52,8 +52,11 @@ def test_definitions_load_without_secrets(no_secrets):
         "registries",
         "workloads",
         "warehouse",
+        "notifier",
     }
     assert defs.resolve_sensor_def("automation_condition_sensor")
+    assert defs.resolve_sensor_def("run_failure_alert_sensor")
+    assert defs.resolve_sensor_def("check_failure_alert_sensor")
 
 
 @pytest.mark.parametrize(("env", "kind"), [("local", "Inventory"), ("prod", "Cluster")])

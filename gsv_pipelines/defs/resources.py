@@ -4,6 +4,7 @@ import dagster as dg
 
 from gsv_pipelines.lib.settings import Settings, load_settings
 from gsv_pipelines.resources.kubernetes import KubernetesResource
+from gsv_pipelines.resources.notifier import NotifierResource
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.registries import RegistriesResource
@@ -66,6 +67,14 @@ def resources() -> dg.Definitions:
                 drill_policy_path=_text(settings.drill_policy),
                 scan_policy_path=_text(settings.scan_policy),
                 usage_policy_path=_text(settings.usage_policy),
+                alerts_policy_path=_text(settings.alerts_policy),
+            ),
+            "notifier": NotifierResource(
+                slack_webhook_url=_secret(settings, "GSV_SLACK_WEBHOOK_URL"),
+                teams_webhook_url=_secret(settings, "GSV_TEAMS_WEBHOOK_URL"),
+                webhook_url=_secret(settings, "GSV_ALERT_WEBHOOK_URL"),
+                webhook_secret=_secret(settings, "GSV_ALERT_WEBHOOK_SECRET"),
+                ui_url=settings.ui_url,
             ),
         }
     )

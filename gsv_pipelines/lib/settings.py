@@ -14,7 +14,7 @@ from pathlib import Path
 ENVIRONMENTS = ("local", "prod")
 
 # Variables whose values are (or may carry) credentials: bound with dg.EnvVar only, never logged
-# or stored. Database URLs may hold a password.
+# or stored. Database URLs may hold a password; webhook URLs carry their endpoint's token.
 SECRET_VARIABLES = (
     "VAULT_TOKEN",
     "VAULT_ROLE_ID",
@@ -24,6 +24,7 @@ SECRET_VARIABLES = (
     "GSV_WAREHOUSE_URL",
     "GSV_SLACK_WEBHOOK_URL",
     "GSV_TEAMS_WEBHOOK_URL",
+    "GSV_ALERT_WEBHOOK_URL",
     "GSV_ALERT_WEBHOOK_SECRET",
 )
 
@@ -55,6 +56,7 @@ class Settings:
     scan_policy: Path | None
     drill_policy: Path | None
     usage_policy: Path | None
+    alerts_policy: Path | None
     image_inventory: Path
     vault_k8s_role: str | None
     # Names (never values) of the credential variables that are set, so resources bind only those.
@@ -102,6 +104,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         scan_policy=_path(get("GSV_SCAN_POLICY")),
         drill_policy=_path(get("GSV_DRILL_POLICY")),
         usage_policy=_path(get("GSV_USAGE_POLICY")),
+        alerts_policy=_path(get("GSV_ALERTS_POLICY")),
         image_inventory=_path(get("GSV_IMAGE_INVENTORY")) or data_dir / "deployed-images.yaml",
         vault_k8s_role=get("VAULT_K8S_ROLE"),
         secrets_set=frozenset(name for name in SECRET_VARIABLES if get(name)),

@@ -3,6 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
+from gsv_pipelines.lib.alerts.policy import AlertsPolicy, load_alerts_policy
 from gsv_pipelines.lib.backup_policy import BackupPolicy, load_backup_policy
 from gsv_pipelines.lib.drill_policy import DrillPolicy, load_drill_policy
 from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
@@ -31,6 +32,10 @@ class PoliciesResource(dg.ConfigurableResource):
         default=None, description="GSV_USAGE_POLICY; unset: gsv_pipelines/policies/usage.yaml"
     )
 
+    alerts_policy_path: str | None = Field(
+        default=None, description="GSV_ALERTS_POLICY; unset: gsv_pipelines/policies/alerts.yaml"
+    )
+
     def drills(self) -> DrillPolicy:
         return load_drill_policy(self.drill_policy_path)
 
@@ -45,3 +50,6 @@ class PoliciesResource(dg.ConfigurableResource):
 
     def usage(self) -> UsagePolicy:
         return load_usage_policy(self.usage_policy_path)
+
+    def alerts(self) -> AlertsPolicy:
+        return load_alerts_policy(self.alerts_policy_path)

@@ -3,7 +3,8 @@ the two usage alerts (thresholds from the usage policy, PoliciesResource.usage()
 
 In an asset's run they judge that run's days (a partition, or the schedule's range); run on their
 own they judge the last partition. HighErrorRate and QuotaExceeded are alerts about the platform,
-not failures of the pipeline: they fail with severity WARN and do not block anything.
+not failures of the pipeline: they fail with severity WARN and do not block anything; the alerts
+domain sends them as warnings (check_failure_alert_sensor, routed by the alerts policy).
 """
 
 from datetime import date
