@@ -1,9 +1,11 @@
-"""deploy/k8s: rendered by kustomize (kubectl's), validated against the Kubernetes API schemas
-offline, and read back: who may do what, how the pods are hardened, where settings come from.
+"""deploy/k8s: rendered by kustomize (kubectl's), validated offline against the Kubernetes API
+schemas and the pinned CRD schemas (tests/deploy/schemas.py), and read back: who may do what, how
+the pods are hardened, where settings and credentials come from, who may talk to whom.
 
-No API server can run here (DESIGN.md), so RBAC is checked by reading it: every grant the
-pipelines' service account receives, resolved through its bindings, must be exactly the list
-below. A wider grant must change this test too.
+No API server can run here (DESIGN.md), so RBAC and NetworkPolicies are checked by reading them:
+every grant the pipelines' service account receives, resolved through its bindings, must be
+exactly the list below, and every egress path must lead to a system of the configuration
+contract. A wider grant or a new path must change this test too.
 """
 
 import json
@@ -13,17 +15,20 @@ import subprocess
 from itertools import product
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from gsv_pipelines.lib.rotation_policy import load_rotation_policy
 from gsv_pipelines.lib.settings import SECRET_VARIABLES, load_settings
+from tests.deploy import schemas
 
-K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
 CONSUMERS = K8S / "rotation-consumers"
-# The oldest Kubernetes the manifests are meant for: native gRPC probes are GA since 1.27.
-KUBERNETES_VERSION = "1.32.0"
+HELM_VALUES = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
 NAMESPACE = "dagster"
 SERVICE_ACCOUNT = "gsv-pipelines"
 UID = 10001
@@ -86,6 +91,10 @@ def _env(container: dict) -> dict[str, dict]:
     return {item["name"]: item for item in container.get("env", [])}
 
 
+def pod_labels(base: list[dict]) -> dict:
+    return _one(base, "Deployment", SERVICE_ACCOUNT)["spec"]["template"]["metadata"]["labels"]
+
+
 def _container_context(container: dict) -> dict:
     return json.loads(_env(container)["DAGSTER_CONTAINER_CONTEXT"]["value"])["k8s"]
 
@@ -100,23 +109,84 @@ def test_every_manifest_is_listed_in_its_kustomization():
 
 def test_every_manifest_validates_strictly(base, consumers):
     files = [p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml"]
-    written = [doc for path in files for doc in yaml.safe_load_all(path.read_text()) if doc]
+    written = [doc for path in files for doc in schemas.load_yaml(path)]
     rendered = base + consumers
-    assert len(written) == len(rendered) == 13
+    assert len(written) == len(rendered)
+    assert {(d["kind"], d["metadata"]["name"]) for d in written} == {
+        (d["kind"], d["metadata"]["name"]) for d in rendered
+    }
     for doc in written + rendered:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    # Strict means strict: a misspelt field is refused, not ignored.
+        schemas.validate(doc)
+    assert {d["kind"] for d in rendered if schemas.is_custom(d)} == {
+        "ExternalSecret",
+        "ClusterSecretStore",
+    }
+    # Strict means strict: a misspelt field is refused, not ignored, built-in or custom.
     _, container = _code_server(base)
     misspelt = json.loads(json.dumps(_one(base, "Deployment", SERVICE_ACCOUNT)))
     spelt = misspelt["spec"]["template"]["spec"]["containers"][0]["securityContext"]
     spelt["readOnlyRootFileSystem"] = spelt.pop("readOnlyRootFilesystem")
     with pytest.raises(kubernetes_validate.ValidationError, match="readOnlyRootFileSystem"):
-        kubernetes_validate.validate(misspelt, KUBERNETES_VERSION, strict=True)
+        schemas.validate(misspelt)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    secret = json.loads(json.dumps(_one(base, "ExternalSecret", "gsv-pipelines-secrets")))
+    secret["spec"]["target"]["nmae"] = secret["spec"]["target"].pop("name")
+    with pytest.raises(jsonschema.ValidationError, match="nmae"):
+        schemas.validate(secret)
+    store = json.loads(json.dumps(_one(base, "ClusterSecretStore", "gsv-pipelines-vault")))
+    store["spec"]["provider"]["vault"]["version"] = "v3"
+    with pytest.raises(jsonschema.ValidationError, match="v3"):
+        schemas.validate(store)
+
+
+def test_custom_resources_are_scoped_as_their_crds_say(base):
+    for doc in (d for d in base if schemas.is_custom(d)):
+        scope = schemas.crd_scope(doc["apiVersion"], doc["kind"])
+        assert ("namespace" in doc["metadata"]) == (scope == "Namespaced"), doc["kind"]
+
+
+PROMETHEUS_KINDS = {"PrometheusRule", "ServiceMonitor"}
+
+
+def test_prometheus_documents_validate_against_their_crds(base):
+    """The alerts domain's PrometheusRule and ServiceMonitor objects, wherever they are under
+    deploy/, must be in the rendered set and valid against prometheus-operator's CRDs."""
+    found = [
+        doc
+        for path in [*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")]
+        for doc in schemas.load_yaml(path)
+        if isinstance(doc, dict) and doc.get("kind") in PROMETHEUS_KINDS
+    ]
+    rendered = [d for d in base if d["kind"] in PROMETHEUS_KINDS]
+    assert {(d["kind"], d["metadata"]["name"]) for d in found} == {
+        (d["kind"], d["metadata"]["name"]) for d in rendered
+    }, "a PrometheusRule or ServiceMonitor under deploy/ that kustomization.yaml does not list"
+    for doc in rendered:
+        schemas.validate(doc)
+    # The pinned schemas themselves: a well-formed object passes, a misspelt one is refused.
+    rule = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "example", "namespace": NAMESPACE},
+        "spec": {"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "up == 0"}]}]},
+    }
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "example", "namespace": NAMESPACE},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "endpoints": [{"port": "metrics"}]},
+    }
+    schemas.validate(rule)
+    schemas.validate(monitor)
+    rule["spec"]["groups"][0]["rules"][0]["expresion"] = "up == 0"
+    monitor["spec"]["endpoints"][0]["interval"] = 30
+    for wrong in (rule, monitor):
+        with pytest.raises(jsonschema.ValidationError):
+            schemas.validate(wrong)
 
 
 def test_everything_lands_in_the_dagster_namespace_or_a_consumer_s(base, consumers):
-    cluster_wide = {"ClusterRole", "ClusterRoleBinding"}
+    cluster_wide = {"ClusterRole", "ClusterRoleBinding", "Namespace", "ClusterSecretStore"}
     assert {d["metadata"].get("namespace") for d in base if d["kind"] not in cluster_wide} == {
         NAMESPACE
     }
@@ -259,6 +329,8 @@ def test_run_and_step_pods_get_the_identity_settings_and_hardening(base):
     assert run_pod["security_context"] == pod["securityContext"]
     # They call the API (step Jobs, the inventory, rotations): they, and only they, get a token.
     assert run_pod["automount_service_account_token"] is True
+    # The label the NetworkPolicies open the pipelines' paths for, as on the code server.
+    assert context["labels"] == {"gsv/workload": pod_labels(base)["gsv/workload"]}
     for bound in ("requests", "limits"):
         assert set(context["resources"][bound]) == {"cpu", "memory"}
 
@@ -274,3 +346,271 @@ def test_run_and_step_pods_get_the_identity_settings_and_hardening(base):
     assert volumes["trivy-cache"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     assert "emptyDir" in volumes["tmp"] and "emptyDir" in volumes["data"]
+
+
+def test_the_namespace_enforces_pod_security_restricted(base):
+    [namespace] = [d for d in base if d["kind"] == "Namespace"]
+    assert namespace["metadata"]["name"] == NAMESPACE
+    labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "v1.32"
+    # What admission would check: every pod template here passes the restricted profile.
+    templates = [d["spec"]["template"]["spec"] for d in base if "template" in d.get("spec", {})]
+    assert templates
+    for pod in templates:
+        assert schemas.restricted_violations(pod) == []
+    # ... and the check is not blind: the hardening undone is named.
+    pod, _ = _code_server(base)
+    weakened = json.loads(json.dumps(pod))
+    weakened["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    weakened["securityContext"].pop("seccompProfile")
+    weakened["containers"][0]["securityContext"].pop("seccompProfile")
+    weakened["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    assert schemas.restricted_violations(weakened) == [
+        "volume host: ['hostPath']",
+        "code-server: allowPrivilegeEscalation not false",
+        "code-server: seccompProfile None",
+    ]
+
+
+# --- NetworkPolicies ----------------------------------------------------------------------------
+
+# The systems the configuration contract names (README "Configuration", DESIGN.md), by the
+# `gsv/egress-to` annotation of the policy that opens them, with the variable that addresses them.
+CONTRACT_SYSTEMS = {
+    "qdrant": "GSV_QDRANT_URL",
+    "vault": "VAULT_ADDR",
+    "postgresql": "GSV_PLATFORM_DB_URL",
+    "registry": "GSV_REGISTRIES",
+    "object-store": "GSV_BACKUP_URL",
+}
+# Besides those: name resolution, the API server, and the code server inside the namespace.
+PLUMBING = {"dns", "kubernetes-api", "code-server"}
+# Who may reach what, per kind of pod in the namespace.
+REACHES = {
+    "pipelines": {"dns", "kubernetes-api", *CONTRACT_SYSTEMS},
+    "dagster": {"dns", "kubernetes-api", "postgresql", "code-server"},
+    "anything else": {"dns"},
+}
+
+
+def _policies(base: list[dict]) -> list[dict]:
+    return [d for d in base if d["kind"] == "NetworkPolicy"]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    """A label selector, as the API server evaluates it (matchLabels and matchExpressions)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        present, value = expression["key"] in labels, labels.get(expression["key"])
+        operator = expression["operator"]
+        if operator == "In" and value not in expression["values"]:
+            return False
+        if operator == "NotIn" and value in expression["values"]:
+            return False
+        if (operator == "Exists") != present and operator in ("Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+def _pods(base: list[dict]) -> dict[str, dict]:
+    """The labels of each kind of pod in the namespace: the code server's as rendered, the
+    chart's webserver and daemon as the chart labels them (release `dagster`) plus our values'
+    `labels`, and a pod that carries none of ours."""
+    chart = {"app.kubernetes.io/name": "dagster", "app.kubernetes.io/instance": "dagster"}
+    return {
+        "pipelines": pod_labels(base),
+        "dagster": {
+            **chart,
+            "component": "dagster-webserver",
+            **HELM_VALUES["dagsterWebserver"]["labels"],
+        },
+        "dagster daemon": {
+            **chart,
+            "component": "dagster-daemon",
+            **HELM_VALUES["dagsterDaemon"]["labels"],
+        },
+        "anything else": {"app.kubernetes.io/name": "something-else"},
+    }
+
+
+def test_everything_is_denied_first(base):
+    deny = _one(base, "NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_every_egress_rule_leads_to_a_system_of_the_configuration_contract(base):
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration") :]
+    for variable in CONTRACT_SYSTEMS.values():
+        assert f"`{variable}`" in table.split("\n## ")[0], variable
+    egress = [p for p in _policies(base) if "Egress" in p["spec"]["policyTypes"]]
+    for policy in egress:
+        name, rules = policy["metadata"]["name"], policy["spec"].get("egress", [])
+        if name == "default-deny":
+            assert rules == []
+            continue
+        system = policy["metadata"]["annotations"]["gsv/egress-to"]
+        assert system in {*CONTRACT_SYSTEMS, *PLUMBING}, name
+        assert rules, name
+        for rule in rules:
+            # An empty `to` is every address, missing `ports` every port: neither is allowed.
+            assert rule.get("to") and rule.get("ports"), name
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    prefix = int(peer["ipBlock"]["cidr"].split("/")[1])
+                    assert prefix >= 24 and "except" not in peer["ipBlock"], name
+                else:
+                    assert "podSelector" in peer, f"{name}: a whole namespace is open"
+
+
+def test_in_cluster_systems_are_reached_at_the_addresses_configured(base):
+    config = _one(base, "ConfigMap", "gsv-pipelines-config")["data"]
+    postgres = HELM_VALUES["postgresql"]
+    configured = {
+        "qdrant": config["GSV_QDRANT_URL"],
+        "vault": config["VAULT_ADDR"],
+        "postgresql": f"tcp://{postgres['postgresqlHost']}:{postgres['service']['port']}",
+    }
+    by_system = {
+        p["metadata"]["annotations"]["gsv/egress-to"]: p["spec"]
+        for p in _policies(base)
+        if "gsv/egress-to" in p["metadata"].get("annotations", {})
+    }
+    for system, url in configured.items():
+        host, port = re.fullmatch(r"\w+://([^:/]+):(\d+)/?", url).groups()
+        _service, namespace, *_ = host.split(".")
+        [rule] = by_system[system]["egress"]
+        [peer] = rule["to"]
+        assert peer["namespaceSelector"] == {
+            "matchLabels": {"kubernetes.io/metadata.name": namespace}
+        }, system
+        assert [p["port"] for p in rule["ports"]] == [int(port)], system
+        assert {p["protocol"] for p in rule["ports"]} == {"TCP"}
+    # The object store, the registry and the API server are outside: HTTPS (and 6443) only.
+    for system, ports in (
+        ("registry", [443]),
+        ("object-store", [443]),
+        ("kubernetes-api", [443, 6443]),
+    ):
+        [rule] = by_system[system]["egress"]
+        assert [p["port"] for p in rule["ports"]] == ports, system
+        assert [set(peer) for peer in rule["to"]] == [{"ipBlock"}], system
+
+
+def test_nothing_else_is_reachable(base):
+    pods = _pods(base)
+    reach: dict[str, set[str]] = {}
+    for kind, labels in pods.items():
+        opened = {
+            p["metadata"]["annotations"]["gsv/egress-to"]
+            for p in _policies(base)
+            if "Egress" in p["spec"]["policyTypes"]
+            and p["spec"].get("egress")
+            and _selects(p["spec"]["podSelector"], labels)
+        }
+        reach[kind] = opened
+    assert reach.pop("dagster daemon") == reach["dagster"]
+    assert reach == REACHES
+
+
+def test_ingress_only_from_the_ingress_controller_and_to_the_code_server_from_dagster(base):
+    ingress = {
+        p["metadata"]["name"]: p["spec"]
+        for p in _policies(base)
+        if "Ingress" in p["spec"]["policyTypes"]
+    }
+    assert set(ingress) == {
+        "default-deny",
+        "webserver-from-ingress-controller",
+        "code-server-from-dagster",
+    }
+    pods = _pods(base)
+    web = ingress["webserver-from-ingress-controller"]
+    assert _selects(web["podSelector"], pods["dagster"])
+    assert not _selects(web["podSelector"], pods["dagster daemon"])
+    [rule] = web["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [
+        HELM_VALUES["dagsterWebserver"]["service"]["port"]
+    ]
+    [peer] = rule["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
+    code = ingress["code-server-from-dagster"]
+    assert _selects(code["podSelector"], pods["pipelines"])
+    [rule] = code["ingress"]
+    _, container = _code_server(base)
+    assert [p["port"] for p in rule["ports"]] == [container["ports"][0]["containerPort"]]
+    [peer] = rule["from"]
+    assert set(peer) == {"podSelector"}  # this namespace only
+    assert _selects(peer["podSelector"], pods["dagster"])
+    assert _selects(peer["podSelector"], pods["dagster daemon"])
+    assert not _selects(peer["podSelector"], pods["anything else"])
+
+
+def test_the_webserver_keeps_a_replica_through_disruptions(base):
+    budget = _one(base, "PodDisruptionBudget", "dagster-webserver")["spec"]
+    assert _selects(budget["selector"], _pods(base)["dagster"])
+    assert 0 < budget["minAvailable"] < HELM_VALUES["dagsterWebserver"]["replicaCount"]
+
+
+# --- Credentials: ExternalSecrets from Vault -----------------------------------------------------
+
+VAULT_LOGIN = {"VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID"}
+NOTIFICATIONS = {"GSV_SLACK_WEBHOOK_URL", "GSV_TEAMS_WEBHOOK_URL", "GSV_ALERT_WEBHOOK_SECRET"}
+S3_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_the_pipelines_credentials_come_from_vault_through_one_store(base):
+    config = _one(base, "ConfigMap", "gsv-pipelines-config")["data"]
+    store = _one(base, "ClusterSecretStore", "gsv-pipelines-vault")["spec"]
+    assert store["provider"]["vault"]["server"] == config["VAULT_ADDR"]
+    assert store["provider"]["vault"]["version"] == "v2"
+    # Only this namespace may read through the store.
+    assert store["conditions"] == [{"namespaces": [NAMESPACE]}]
+    # ESO logs in with its own service account, no stored credential.
+    assert set(store["provider"]["vault"]["auth"]) == {"kubernetes"}
+
+    secrets = [d for d in base if d["kind"] == "ExternalSecret"]
+    for secret in secrets:
+        spec = secret["spec"]
+        assert spec["secretStoreRef"] == {
+            "kind": "ClusterSecretStore",
+            "name": "gsv-pipelines-vault",
+        }
+        assert spec["target"]["deletionPolicy"] == "Retain"
+        # ESO's paths are not the pipelines' own: their token (deploy/vault) cannot read them.
+        keys = [d["remoteRef"]["key"] for d in spec.get("data", [])]
+        keys += [d["extract"]["key"] for d in spec.get("dataFrom", [])]
+        assert keys and all(k.startswith("gsv-pipelines/") for k in keys)
+    policy = (DEPLOY / "vault" / "gsv-pipelines.hcl").read_text()
+    assert 'path "secret/data/gsv-pipelines' not in policy
+
+
+def test_the_secret_of_the_pods_holds_the_contract_s_credentials(base):
+    _, container = _code_server(base)
+    secret = _one(base, "ExternalSecret", "gsv-pipelines-secrets")["spec"]
+    name = secret["target"]["name"]
+    assert {"secretRef": {"name": name}} in container["envFrom"]
+    assert _container_context(container)["env_secrets"] == [name]
+    launcher = HELM_VALUES["runLauncher"]["config"]["k8sRunLauncher"]
+    assert launcher["envSecrets"] == [{"name": name}]
+    delivered = {item["secretKey"] for item in secret["data"]}
+    # Every credential of the contract, but the Vault login (Kubernetes auth needs none) and the
+    # optional notification endpoints (the `dataFrom` entry), plus the backup store's S3 keys.
+    assert delivered == (set(SECRET_VARIABLES) - VAULT_LOGIN - NOTIFICATIONS) | S3_KEYS
+    assert [d["extract"]["key"] for d in secret["dataFrom"]] == ["gsv-pipelines/notifications"]
+    assert "VAULT_K8S_ROLE" in _one(base, "ConfigMap", "gsv-pipelines-config")["data"]
+
+
+def test_the_instance_database_password_is_where_the_chart_and_the_code_server_read_it(base):
+    _, container = _code_server(base)
+    reference = _env(container)["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    secret = _one(base, "ExternalSecret", reference["name"])["spec"]
+    assert secret["target"]["name"] == reference["name"]
+    assert [d["secretKey"] for d in secret["data"]] == [reference["key"]]
+    assert HELM_VALUES["global"]["postgresqlSecretName"] == reference["name"]
+    assert HELM_VALUES["generatePostgresqlPasswordSecret"] is False

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from gsv_pipelines.defs.backups.partitions import DAILY, QDRANT_BACKUP_PARTITIONS
-from gsv_pipelines.lib import backups
+from gsv_pipelines.lib import backups, pod_sizes
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
@@ -71,6 +71,7 @@ def outcome_metadata(outcome: backups.BackupOutcome, store) -> dict:
     owners=OWNERS,
     kinds={"qdrant", "parquet"},
     tags={"gsv/domain": "backups"},
+    op_tags=pod_sizes.BACKUP,
 )
 def qdrant_backup(
     context: dg.AssetExecutionContext,
@@ -126,6 +127,7 @@ def qdrant_backup(
     owners=OWNERS,
     kinds={"postgres", "sqlite"},
     tags={"gsv/domain": "backups"},
+    op_tags=pod_sizes.BACKUP,
 )
 def platform_db_backup(
     context: dg.AssetExecutionContext,
@@ -169,6 +171,7 @@ def platform_db_backup(
     owners=OWNERS,
     kinds={"vault"},
     tags={"gsv/domain": "backups"},
+    op_tags=pod_sizes.BACKUP,
 )
 def vault_snapshot(
     context: dg.AssetExecutionContext,

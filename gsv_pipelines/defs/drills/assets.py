@@ -8,7 +8,7 @@ import dagster as dg
 
 from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup, vault_snapshot
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS, DAILY
-from gsv_pipelines.lib import backups
+from gsv_pipelines.lib import backups, pod_sizes
 from gsv_pipelines.lib.backup_policy import BackupPolicy
 from gsv_pipelines.lib.drill import drill_targets, run_drill, save_record
 from gsv_pipelines.lib.drill_policy import DrillPolicy
@@ -184,6 +184,7 @@ def _judgements(record) -> list[dg.AssetCheckResult]:
     owners=OWNERS,
     kinds={"qdrant", "postgres", "vault"},
     tags=TAGS,
+    op_tags=pod_sizes.DRILL,
     check_specs=[
         dg.AssetCheckSpec(
             RTO_WITHIN_TARGET,

@@ -9,6 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 import gsv_pipelines
+from gsv_pipelines.lib import pod_sizes
 from gsv_pipelines.lib.trivy_report import SEVERITIES, parse_report, severity_counts
 from gsv_pipelines.resources.trivy import TrivyResource
 
@@ -33,7 +34,7 @@ TABLE_ROWS = 50
     tags={"gsv/domain": "scanning"},
     # Trivy publishes a new DB every few hours; one refresh a day keeps scans current.
     automation_condition=dg.AutomationCondition.on_cron("0 1 * * *"),
-    op_tags={"gsv/trivy-cache": "shared"},
+    op_tags={"gsv/trivy-cache": "shared", **pod_sizes.SCAN},
 )
 def trivy_db(context: dg.AssetExecutionContext, trivy: TrivyResource) -> dg.MaterializeResult:
     """Trivy's vulnerability DB, downloaded once into the shared cache (TRIVY_CACHE_DIR), from
@@ -82,7 +83,7 @@ class ConfigScanConfig(dg.Config):
     # The checks ship inside the trivy binary, and deploy/ changes only with a new image: a daily
     # scan notices both.
     automation_condition=dg.AutomationCondition.on_cron("30 1 * * *"),
-    op_tags={"gsv/trivy-cache": "shared"},
+    op_tags={"gsv/trivy-cache": "shared", **pod_sizes.SCAN},
     check_specs=[
         dg.AssetCheckSpec(
             CONFIG_SCAN_CHECK,

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from gsv_pipelines.defs.scanning.assets import OWNERS, trivy_db
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
-from gsv_pipelines.lib import scan_store
+from gsv_pipelines.lib import pod_sizes, scan_store
 from gsv_pipelines.lib.registries import RegistryConfig, registry_for
 from gsv_pipelines.lib.scan_policy import (
     ScanPolicy,
@@ -231,7 +231,7 @@ def _findings_metadata(vulnerabilities: "pd.DataFrame", secrets: "pd.DataFrame")
     tags={"gsv/domain": "scanning"},
     partitions_def=IMAGE_DIGESTS,
     deps=[trivy_db],
-    op_tags={"gsv/trivy-cache": "shared"},
+    op_tags={"gsv/trivy-cache": "shared", **pod_sizes.SCAN},
 )
 def image_scan(
     context: dg.AssetExecutionContext,

@@ -17,6 +17,7 @@ from datetime import date
 import dagster as dg
 
 from gsv_pipelines.defs.usage.partitions import DAILY
+from gsv_pipelines.lib import pod_sizes
 from gsv_pipelines.lib import usage_tables as tables
 from gsv_pipelines.resources.storage import DatabaseResource
 from gsv_pipelines.resources.warehouse import WarehouseResource
@@ -105,6 +106,7 @@ def _rows_metadata(rows_by_day: dict[date, dict[str, int]], table: tables.Table)
     owners=OWNERS,
     kinds={"postgres", "sql", "pandas"},
     tags=TAGS,
+    op_tags=pod_sizes.USAGE_EXTRACT,
     metadata=_table_metadata(tables.EVENT_ROLLUP),
 )
 def usage_events(
