@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -30,6 +30,8 @@ from gsv_pipelines.resources.vault import VaultResource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_ROTATION_POLICY = Path(__file__).resolve().parent / "policies" / "rotation-demo.yaml"
+# The simulated usage `gsv seed` writes: this many days, ending yesterday.
+SEEDED_USAGE_DAYS = 7
 
 
 def _say(message: str) -> None:
@@ -46,6 +48,30 @@ def _prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
+def install_day(data_dir: Path) -> date:
+    """The day this data directory was first used by `gsv demo` or `gsv dev` (recorded then)."""
+    marker = data_dir / "installed-on"
+    if not marker.exists():
+        marker.write_text(datetime.now(UTC).date().isoformat() + "\n")
+    return date.fromisoformat(marker.read_text().strip())
+
+
+def _partition_starts(settings: Settings) -> dict[str, str]:
+    """Unless configured: the daily partitions start on the install day, usage's on the first day
+    of the usage seeded then, so that the UI counts no day that could never have been filled."""
+    installed = install_day(settings.data_dir)
+    starts = {
+        "GSV_PARTITIONS_START": installed,
+        "GSV_USAGE_PARTITIONS_START": installed - timedelta(days=SEEDED_USAGE_DAYS),
+    }
+    chosen = {}
+    for name, day in starts.items():
+        if not os.environ.get(name, "").strip():
+            os.environ[name] = day.isoformat()
+        chosen[name] = os.environ[name]
+    return chosen
+
+
 @contextlib.contextmanager
 def local_services(settings: Settings) -> Iterator[dict]:
     """Start what the embedded defaults need and stop it afterwards.
@@ -55,7 +81,7 @@ def local_services(settings: Settings) -> Iterator[dict]:
     server: they are folders and files under GSV_DATA_DIR.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    services: dict = {"data_dir": str(settings.data_dir)}
+    services: dict = {"data_dir": str(settings.data_dir), "partitions": _partition_starts(settings)}
     if not settings.rotation_policy:
         # The shipped policy's PostgreSQL A/B password needs a server the demo does not have.
         os.environ["GSV_ROTATION_POLICY"] = str(DEMO_ROTATION_POLICY)
@@ -101,7 +127,9 @@ def seed(settings: Settings, scale: float = 1.0) -> dict:
         result = {"qdrant": demo_data.seed_qdrant(client, scale=scale)}
     result["platform_db"] = demo_data.seed_platform_db(settings.platform_db_url)
     # A week of simulated usage ending yesterday: the usage group's partitions.
-    result["usage"] = usage_sim.seed_usage(settings.platform_db_url, days=7, scale=scale, seed=7)
+    result["usage"] = usage_sim.seed_usage(
+        settings.platform_db_url, days=SEEDED_USAGE_DAYS, scale=scale, seed=7
+    )
     result["trivy_db"] = demo_data.seed_trivy_db(settings.trivy_cache_dir)
     result["images"] = demo_images.seed_images(
         settings.data_dir / "images", settings.image_inventory
