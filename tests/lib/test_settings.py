@@ -104,9 +104,7 @@ def test_the_definitions_partitions_start_where_the_settings_say(tmp_path):
         "            ['scanning', 'deployed_images'], ['usage', 'usage_events']):\n"
         "    print(graph.get(dg.AssetKey(key)).partitions_def.get_first_partition_key())\n"
     )
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("GSV_") and k != "DAGSTER_HOME"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GSV_") and k != "DAGSTER_HOME"}
     env |= {"GSV_PARTITIONS_START": "2026-11-20", "GSV_USAGE_PARTITIONS_START": "2026-11-13"}
     env["GSV_DATA_DIR"] = str(tmp_path)
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
