@@ -249,6 +249,13 @@ def test_a_run_over_a_range_writes_every_day(world):
             },
         )
     assert result.success
+    # Every check judged each day of the range on that day's partition.
+    judged = sorted((e.check_name, e.partition) for e in result.get_asset_check_evaluations())
+    assert judged == [
+        (name, day)
+        for name in ("agent_error_rate", "events_reconciled", "quota_exceeded")
+        for day in ("2026-03-02", "2026-03-03")
+    ]
     stats = read(world["warehouse"], tables.EVENT_STATS, crafted.PREVIOUS_DAY, crafted.DAY)
     assert sorted(zip(stats["day"], stats["events"], strict=True)) == [
         (crafted.PREVIOUS_DAY, 11),
@@ -307,7 +314,9 @@ def test_a_usage_policy_file_moves_the_error_rate_threshold(tmp_path):
         _error_rate_world(tmp_path, "max_error_rate: 0.07\nmin_calls: 100\n")
     )
     assert evaluation.passed
-    assert evaluation.description == "2 agent-day(s) with >= 100 calls, all at or under 7% errors"
+    assert evaluation.description == (
+        "2026-03-05: 2 agent(s) with >= 100 calls, all at or under 7% errors"
+    )
     assert evaluation.metadata["threshold"].value == 0.07
 
 
