@@ -23,6 +23,9 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+# Failing partitions a blocking check's failure names; the others are counted.
+LISTED = 10
+
 
 def partitioned_asset_check(
     *, partitions_def: dg.PartitionsDefinition, **kwargs
@@ -84,11 +87,18 @@ def per_partition(
         if not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
     }
     if spec.blocking and failed:
+        named = [f"{_short(key)}: {result.description}" for key, result in failed.items()]
+        more = f"; and {len(named) - LISTED} more" if len(named) > LISTED else ""
         raise dg.Failure(
-            description=f"{spec.name} failed (a blocking check) for "
-            + "; ".join(f"{key}: {result.description}" for key, result in failed.items()),
+            description=f"{spec.name} failed (a blocking check) for {len(failed)} of "
+            f"{len(results)} partition(s): " + "; ".join(named[:LISTED]) + more,
             allow_retries=False,
         )
+
+
+def _short(key: str) -> str:
+    """A partition key for a message: an image digest cut to its first 12 hex digits."""
+    return key[:19] + "…" if len(key) > 40 else key
 
 
 def _latest_materialization(

@@ -47,7 +47,10 @@ def test_each_partition_shows_its_own_verdict_in_the_ui(tmp_path):
         [failure] = failed.get_step_failure_events()
         error = failure.step_failure_data.error
         assert error.cls_name == "Failure"
-        assert "named_ok failed (a blocking check) for bad-one: judged bad-one" in error.message
+        assert (
+            "named_ok failed (a blocking check) for 1 of 1 partition(s): bad-one: judged bad-one"
+            in error.message
+        )
         materialized = {e.asset_key for e in failed.get_asset_materialization_events()}
         assert materialized == {location.named.key}
 
