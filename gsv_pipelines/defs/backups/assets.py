@@ -3,6 +3,7 @@
 import dagster as dg
 
 from gsv_pipelines.defs.backups.partitions import DAILY, QDRANT_BACKUP_PARTITIONS
+from gsv_pipelines.defs.sources import platform_database, qdrant_collections, vault_storage
 from gsv_pipelines.lib import backups
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
@@ -10,34 +11,6 @@ from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResourc
 from gsv_pipelines.resources.vault import VaultResource
 
 OWNERS = ["team:platform"]
-
-qdrant_collections = dg.AssetSpec(
-    ["backups", "qdrant_collections"],
-    description=(
-        "The platform's Qdrant collections (the agents' vector memory), on a Qdrant server or "
-        "embedded. Discovered, not configured: qdrant_collections_sensor keeps one partition "
-        "of backups/qdrant_backup per collection."
-    ),
-    group_name="backups",
-    owners=OWNERS,
-    kinds={"qdrant"},
-)
-
-platform_database = dg.AssetSpec(
-    ["backups", "platform_database"],
-    description="The platform database (GSV_PLATFORM_DB_URL): PostgreSQL in prod, SQLite locally.",
-    group_name="backups",
-    owners=OWNERS,
-    kinds={"postgres", "sqlite"},
-)
-
-vault_storage = dg.AssetSpec(
-    ["backups", "vault_storage"],
-    description="Vault / OpenBao's integrated (raft) storage: every secret of the platform.",
-    group_name="backups",
-    owners=OWNERS,
-    kinds={"vault"},
-)
 
 
 def outcome_metadata(outcome: backups.BackupOutcome, store) -> dict:

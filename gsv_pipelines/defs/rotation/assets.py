@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from gsv_pipelines.defs.automation import schedule_status
+from gsv_pipelines.defs.sources import vault_storage
 from gsv_pipelines.lib import rotation, vault_kv
 from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
 from gsv_pipelines.lib.settings import load_settings
@@ -112,6 +113,7 @@ def build_rotation_defs(policy: RotationPolicy) -> dg.Definitions:
     @dg.asset(
         key=INVENTORY,
         group_name="rotation",
+        deps=[vault_storage],
         owners=OWNERS,
         kinds={"vault"},
         tags={"gsv/domain": "rotation"},

@@ -18,6 +18,7 @@ from gsv_pipelines.defs.partitioned_checks import (
 )
 from gsv_pipelines.defs.scanning.assets import OWNERS, trivy_db
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
+from gsv_pipelines.defs.sources import vault_storage
 from gsv_pipelines.lib import scan_store
 from gsv_pipelines.lib.registries import RegistryConfig, registry_for
 from gsv_pipelines.lib.scan_policy import (
@@ -243,7 +244,8 @@ def _findings_metadata(vulnerabilities: "pd.DataFrame", secrets: "pd.DataFrame")
     kinds={"trivy"},
     tags={"gsv/domain": "scanning"},
     partitions_def=IMAGE_DIGESTS,
-    deps=[trivy_db],
+    # Vault: registry credentials, for the GSV_REGISTRIES entries that keep them there.
+    deps=[trivy_db, vault_storage],
     op_tags={"gsv/trivy-cache": "shared"},
 )
 def image_scan(

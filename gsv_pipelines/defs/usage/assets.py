@@ -1,10 +1,11 @@
 """The `usage` group: per-tenant usage, billing, subscriptions, agent performance and quotas.
 
-The platform database (GSV_PLATFORM_DB_URL) is the source: its tables are external assets, so
-lineage starts there. usage/usage_events deduplicates, validates and rolls up each day's events
-(PostgreSQL: one parallel packing scan folded by numpy, duplicates and invalid deliveries read back
-by ctid; SQLite: one SQL query); the five aggregates are pandas over those rollups, read back from
-the warehouse, and the reference tables they need.
+The platform database (GSV_PLATFORM_DB_URL) is the source: the shared source asset
+backups/platform_database (defs/sources.py), so lineage starts there; each asset's
+`source_tables` names the tables it reads. usage/usage_events deduplicates, validates and rolls
+up each day's events (PostgreSQL: one parallel packing scan folded by numpy, duplicates and
+invalid deliveries read back by ctid; SQLite: one SQL query); the five aggregates are pandas over
+those rollups, read back from the warehouse, and the reference tables they need.
 Everything lands in the warehouse (GSV_WAREHOUSE_URL), one day per partition, overwritten in one
 transaction. A run may cover a range of days (the schedule's late-event lookback): each asset then
 writes every day of the range, each in its own transaction, oldest first.
@@ -16,6 +17,7 @@ from datetime import date
 
 import dagster as dg
 
+from gsv_pipelines.defs.sources import platform_database
 from gsv_pipelines.defs.usage.partitions import DAILY
 from gsv_pipelines.lib import usage_tables as tables
 from gsv_pipelines.resources.storage import DatabaseResource
@@ -23,7 +25,6 @@ from gsv_pipelines.resources.warehouse import WarehouseResource
 
 OWNERS = ["team:platform"]
 TAGS = {"gsv/domain": "usage"}
-SOURCE_KINDS = {"postgres", "sqlite"}
 # Month-to-date figures of a day read the rollups of up to 30 days before it: a backfill runs a
 # day's aggregates once those days' usage_events are done. The first month's days reach before the
 # partitions' start: allowed (a beta parameter, accepted knowingly).
@@ -56,34 +57,13 @@ def column_schema(table: tables.Table) -> dg.TableSchema:
     )
 
 
-def _table_metadata(table: tables.Table) -> dict:
-    return {"dagster/column_schema": column_schema(table), "dagster/table_name": table.name}
-
-
-def _source(name: str, description: str) -> dg.AssetSpec:
-    return dg.AssetSpec(
-        ["usage", f"platform_{name}"],
-        description=f"The platform database's `{name}` table (GSV_PLATFORM_DB_URL). {description}",
-        group_name="usage",
-        owners=OWNERS,
-        kinds=SOURCE_KINDS,
-        tags=TAGS,
-    )
-
-
-platform_usage_events = _source(
-    "usage_events",
-    "Raw deliveries of agent calls: (source, event_id) identifies an event, which a source may "
-    "deliver more than once; occurred_at is when it happened, received_at when it was stored.",
-)
-platform_tenants = _source("tenants", "The marketplace's tenants.")
-platform_agents = _source("agents", "The agents (name, model provider).")
-platform_plans = _source(
-    "plans", "Price plans: monthly price, included calls and tokens, overage prices."
-)
-platform_subscriptions = _source(
-    "subscriptions", "Which tenant is on which plan, from started_at to ended_at."
-)
+def _table_metadata(table: tables.Table, *source_tables: str) -> dict:
+    """The table the asset writes, and the platform database's tables it reads."""
+    return {
+        "dagster/column_schema": column_schema(table),
+        "dagster/table_name": table.name,
+        "source_tables": ", ".join(source_tables),
+    }
 
 
 def _days(context: dg.AssetExecutionContext) -> list[date]:
@@ -101,11 +81,11 @@ def _rows_metadata(rows_by_day: dict[date, dict[str, int]], table: tables.Table)
     key=["usage", "usage_events"],
     group_name="usage",
     partitions_def=DAILY,
-    deps=[platform_usage_events, platform_tenants, platform_agents],
+    deps=[platform_database],
     owners=OWNERS,
     kinds={"postgres", "sql", "pandas"},
     tags=TAGS,
-    metadata=_table_metadata(tables.EVENT_ROLLUP),
+    metadata=_table_metadata(tables.EVENT_ROLLUP, "usage_events", "tenants", "agents"),
 )
 def usage_events(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
@@ -226,21 +206,22 @@ _PLANS = ("plans", "subscriptions")
 _USAGE_DEP = dg.AssetDep(["usage", "usage_events"], partition_mapping=MONTH_TO_DATE)
 
 
-def _aggregate_asset(table: tables.Table, *deps):
-    """The decorator of an aggregate: a daily usage asset writing `table`, keyed by its name."""
+def _aggregate_asset(table: tables.Table, *deps, source_tables: tuple[str, ...]):
+    """The decorator of an aggregate: a daily usage asset writing `table`, keyed by its name,
+    reading `source_tables` of the platform database."""
     return dg.asset(
         key_prefix="usage",
         group_name="usage",
         partitions_def=DAILY,
-        deps=list(deps),
+        deps=[*deps, platform_database],
         owners=OWNERS,
         kinds={"pandas", "postgres"},
         tags=TAGS,
-        metadata=_table_metadata(table),
+        metadata=_table_metadata(table, *source_tables),
     )
 
 
-@_aggregate_asset(tables.TENANT_USAGE, _USAGE_DEP, platform_tenants)
+@_aggregate_asset(tables.TENANT_USAGE, _USAGE_DEP, source_tables=("tenants",))
 def tenant_usage(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -254,7 +235,7 @@ def tenant_usage(
     return _aggregate(context, platform_db, warehouse, tables.TENANT_USAGE, compute, ("tenants",))
 
 
-@_aggregate_asset(tables.AGENT_PERFORMANCE, _USAGE_DEP, platform_agents)
+@_aggregate_asset(tables.AGENT_PERFORMANCE, _USAGE_DEP, source_tables=("agents",))
 def agent_performance(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -275,7 +256,7 @@ def agent_performance(
     )
 
 
-@_aggregate_asset(tables.BILLING, _USAGE_DEP, platform_plans, platform_subscriptions)
+@_aggregate_asset(tables.BILLING, _USAGE_DEP, source_tables=_PLANS)
 def billing(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -293,7 +274,7 @@ def billing(
     return _aggregate(context, platform_db, warehouse, tables.BILLING, compute, _PLANS)
 
 
-@_aggregate_asset(tables.SUBSCRIPTION_METRICS, platform_plans, platform_subscriptions)
+@_aggregate_asset(tables.SUBSCRIPTION_METRICS, source_tables=_PLANS)
 def subscription_metrics(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -310,7 +291,7 @@ def subscription_metrics(
     return _aggregate(context, platform_db, warehouse, tables.SUBSCRIPTION_METRICS, compute, _PLANS)
 
 
-@_aggregate_asset(tables.QUOTA_STATUS, _USAGE_DEP, platform_plans, platform_subscriptions)
+@_aggregate_asset(tables.QUOTA_STATUS, _USAGE_DEP, source_tables=_PLANS)
 def quota_status(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
