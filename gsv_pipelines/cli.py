@@ -174,16 +174,13 @@ TABLE_METADATA = (
     "rto_seconds_max",
     "rpo_hours_max",
 )
-# The demo rotates every demo secret now (the "rotate now" path), not only those due.
-DEMO_CONFIG = {("rotation", "rotated_secret"): {"force": True}}
 
 
 def demo(settings: Settings, scale: float = 1.0) -> int:
     import dagster as dg
 
     from gsv_pipelines.definitions import defs as load_defs
-    from gsv_pipelines.defs.usage.partitions import DAILY as USAGE_DAILY
-    from gsv_pipelines.demo import materialize_all, sync_partitions
+    from gsv_pipelines.demo import demo_plan, run_plan, sync_partitions
 
     started = datetime.now(UTC)
     home = _prepare_dagster_home(settings)
@@ -197,10 +194,10 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
             digests = [image["digest"] for image in seeded["images"].values()]
             instance.add_dynamic_partitions("image_digests", digests)
             partitions["image_digests"] = f"added {len(digests)} demo image digests"
-            config = {dg.AssetKey(list(k)): v for k, v in DEMO_CONFIG.items()}
             # Every seeded usage day, oldest first, so month-to-date figures build up as in prod.
-            usage_days = [(USAGE_DAILY, [str(day) for day in seeded["usage"]["partitions"]])]
-            outcome = materialize_all(defs, instance, config, chosen=usage_days)
+            usage_days = [str(day) for day in seeded["usage"]["partitions"]]
+            plan = demo_plan(defs, instance, seeded["images"], usage_days)
+            outcome = run_plan(defs, instance, plan)
         values = demo_data.vault_values(
             VaultResource(addr=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"]).client()
         )
@@ -240,17 +237,18 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
         rows = [
             [
                 a["asset"],
-                a["partition"] or "",
+                a["job"],
+                _short(a["partition"] or ""),
                 a["status"],
                 " ".join(
                     f"{n}:{'pass' if ok else 'warn' if n in a['warnings'] else 'FAIL'}"
                     for n, ok in a["checks"].items()
                 ),
-                ", ".join(f"{k}={a['metadata'][k]}" for k in TABLE_METADATA if k in a["metadata"]),
+                ", ".join(f"{k}={v}" for k, v in _figures(a["metadata"])),
             ]
             for a in outcome["assets"]
         ]
-        _print_table(rows, ["asset", "partition", "status", "checks", "figures"])
+        _print_table(rows, ["asset", "job", "partition", "status", "checks", "figures"])
     else:
         print("No assets are defined yet: the demo materializes whatever the code location holds.")
     print()
@@ -269,6 +267,22 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
     for problem in problems:
         _say(f"  FAILED {problem}")
     return 0 if not problems and not leaks else 1
+
+
+def _figures(metadata: dict) -> list[tuple[str, object]]:
+    """The TABLE_METADATA figures, also when named per target (`<collection> points`)."""
+    shown = []
+    for name in TABLE_METADATA:
+        for key, value in metadata.items():
+            if key == name or key.endswith(f" {name}"):
+                shown.append((name, value))
+                break
+    return shown
+
+
+def _short(partition: str) -> str:
+    """An image digest cut to its first 12 hex digits; other partitions as they are."""
+    return partition[:19] + "…" if partition.startswith("sha256:") else partition
 
 
 def _expected_gate_failures(images: dict) -> set[tuple[str, str]]:

@@ -12,7 +12,6 @@ writes every day of the range, each in its own transaction, oldest first.
 """
 
 import warnings
-from collections import Counter
 from datetime import date
 
 import dagster as dg
@@ -70,11 +69,12 @@ def _days(context: dg.AssetExecutionContext) -> list[date]:
     return [date.fromisoformat(key) for key in context.partition_keys]
 
 
-def _rows_metadata(rows_by_day: dict[date, dict[str, int]], table: tables.Table) -> dict:
-    return {
-        "dagster/row_count": dg.MetadataValue.int(sum(r[table.name] for r in rows_by_day.values())),
-        "days": dg.MetadataValue.int(len(rows_by_day)),
-    }
+def _table(counts: dict[str, int], label: str) -> dg.MetadataValue:
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(label, "string"), dg.TableColumn("events", "int")]
+    )
+    records = [dg.TableRecord({label: k, "events": int(v)}) for k, v in sorted(counts.items())]
+    return dg.MetadataValue.table(records=records, schema=schema)
 
 
 @dg.asset(
@@ -106,13 +106,10 @@ def usage_events(
 
     from gsv_pipelines.lib import usage_extract
 
-    totals: Counter = Counter()
-    reasons: Counter = Counter()
-    rows_by_day, seconds = {}, 0.0
     for day in _days(context):
         extract = usage_extract.extract_day(platform_db.url, day)
         stats = pd.DataFrame([{"day": day, **extract.stats}])
-        rows_by_day[day] = warehouse.write_partition(
+        rows = warehouse.write_partition(
             day,
             {
                 tables.EVENT_ROLLUP: extract.rollup,
@@ -122,9 +119,18 @@ def usage_events(
             },
         )
         counts = {k: v for k, v in extract.stats.items() if isinstance(v, int)}
-        totals.update(counts)
-        reasons.update(extract.quarantined_by_reason)
-        seconds += extract.seconds
+        context.add_asset_metadata(
+            {
+                # The events counted: the asset is the day's events, whatever its tables hold.
+                "dagster/row_count": dg.MetadataValue.int(counts["valid_events"]),
+                **{name: dg.MetadataValue.int(value) for name, value in sorted(counts.items())},
+                "quarantined_by_reason": _table(extract.quarantined_by_reason, "reason"),
+                "rollup_rows": dg.MetadataValue.int(rows[tables.EVENT_ROLLUP.name]),
+                "sketch_rows": dg.MetadataValue.int(rows[tables.LATENCY_SKETCH.name]),
+                "extract_seconds": dg.MetadataValue.float(round(extract.seconds, 3)),
+            },
+            partition_key=day.isoformat(),
+        )
         context.log.info(
             f"{day}: {counts['deliveries']} deliveries, {counts['events']} events "
             f"({counts['duplicate_deliveries']} duplicate deliveries), "
@@ -135,17 +141,8 @@ def usage_events(
                 f"{day}: {counts['quarantined_events']} events quarantined in usage_quarantine: "
                 + ", ".join(f"{k} {v}" for k, v in extract.quarantined_by_reason.items())
             )
-    return dg.MaterializeResult(
-        metadata={
-            **_rows_metadata(rows_by_day, tables.EVENT_ROLLUP),
-            **{name: dg.MetadataValue.int(value) for name, value in sorted(totals.items())},
-            "quarantined_by_reason": dg.MetadataValue.json(dict(sorted(reasons.items()))),
-            "sketch_rows": dg.MetadataValue.int(
-                sum(r[tables.LATENCY_SKETCH.name] for r in rows_by_day.values())
-            ),
-            "extract_seconds": dg.MetadataValue.float(round(seconds, 3)),
-        }
-    )
+    # Each day's figures on that day's partition (a range run materializes every day of it).
+    return dg.MaterializeResult()
 
 
 def _aggregate(
@@ -155,24 +152,29 @@ def _aggregate(
     table: tables.Table,
     compute,
     reference_tables: tuple[str, ...],
+    figures=None,
 ) -> dg.MaterializeResult:
-    """Compute `table` for each day of the run and write it; metadata from the frames."""
+    """Compute `table` for each day of the run and write it; each day's figures (`figures(day,
+    frame)`, default the table's sums) on that day's partition."""
     from gsv_pipelines.lib import usage_extract
 
     reference = usage_extract.read_reference(platform_db.url, reference_tables)
-    rows_by_day, frames = {}, []
     for day in _days(context):
         frame = compute(day, reference)
-        rows_by_day[day] = warehouse.write_partition(day, {table: frame})
-        frames.append(frame)
+        rows = warehouse.write_partition(day, {table: frame})
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": dg.MetadataValue.int(rows[table.name]),
+                **(figures(day, frame) if figures else _figures(table, frame)),
+            },
+            partition_key=day.isoformat(),
+        )
         context.log.info(f"{day}: {len(frame)} rows in {table.name}")
-    return dg.MaterializeResult(
-        metadata={**_rows_metadata(rows_by_day, table), **_figures(table, frames[-1])}
-    )
+    return dg.MaterializeResult()
 
 
 def _figures(table: tables.Table, frame) -> dict:
-    """A few figures of the last day, for the UI's plots."""
+    """A few figures of the day, for the UI's plots: sums over the table's rows."""
     if frame.empty:
         return {}
     sums = {
@@ -251,8 +253,31 @@ def agent_performance(
             day, _month_rollup(warehouse, day), sketch, reference["agents"]
         )
 
+    def figures(day, frame) -> dict:
+        """The day's error rate and latency percentiles over every agent's calls (the merged
+        sketches), and the worst agent's: what the agent-performance plots show."""
+        if frame.empty:
+            return {}
+        sketch = warehouse.read(tables.LATENCY_SKETCH, day, day)
+        overall = usage_metrics.day_latency(sketch)
+        calls, errors = int(frame["calls"].sum()), int(frame["errors"].sum())
+        return {
+            **_figures(tables.AGENT_PERFORMANCE, frame),
+            "error_rate": dg.MetadataValue.float(round(errors / calls, 4)),
+            **{
+                f"latency_{name}_ms": dg.MetadataValue.float(round(value, 1))
+                for name, value in overall.items()
+            },
+            "worst_agent_error_rate": dg.MetadataValue.float(
+                round(float(frame["error_rate"].max()), 4)
+            ),
+            "worst_agent_latency_p95_ms": dg.MetadataValue.float(
+                round(float(frame["latency_p95_ms"].max()), 1)
+            ),
+        }
+
     return _aggregate(
-        context, platform_db, warehouse, tables.AGENT_PERFORMANCE, compute, ("agents",)
+        context, platform_db, warehouse, tables.AGENT_PERFORMANCE, compute, ("agents",), figures
     )
 
 

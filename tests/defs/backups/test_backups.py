@@ -92,9 +92,12 @@ def test_both_collections_and_the_database_are_backed_up_verified_and_fresh(worl
             partitions = {e.partition for e in result.get_asset_check_evaluations()}
             assert partitions == {f"{name}|{TODAY}"}
             metadata = result.asset_materializations_for_node("backups__qdrant_backup")[0].metadata
-            assert metadata["points"].value == points
+            # Figures named per collection, so each collection's plot is a line of its own.
+            assert metadata[f"{name} points"].value == points
             assert metadata["method"].value == "export"
-            assert metadata["bytes"].value > 0
+            assert metadata[f"{name} bytes"].value > 0
+            plotted = [k for k, v in metadata.items() if isinstance(v, dg.IntMetadataValue)]
+            assert plotted and all(k.startswith(f"{name} ") for k in plotted)
         db = dg.materialize(
             DATABASE,
             partition_key=TODAY,
