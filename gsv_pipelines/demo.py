@@ -145,8 +145,7 @@ def run_plan(
             raise_on_error=False,
         )
         if origin is not None:
-            run = instance.get_run_by_id(result.run_id)
-            instance.run_storage.replace_job_origin(run, origin(launch.job))
+            _file_under(instance, result.run_id, origin(launch.job))
         runs.append(result.run_id)
         success = success and result.success
         rows += _rows(defs, job, launch.partitions or [None], result)
@@ -165,6 +164,15 @@ def _code_location_origin(defs: dg.Definitions):
     [location] = WorkspaceFileTarget(paths=[str(WORKSPACE)]).create_origins()
     repository = RemoteRepositoryOrigin(location, defs.get_repository_def().name)
     return lambda job_name: RemoteJobOrigin(repository, job_name)
+
+
+def _file_under(instance: dg.DagsterInstance, run_id: str, job_origin) -> None:
+    """Give the run `job_origin` and the label the UI's job pages filter runs by."""
+    from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
+
+    # replace_job_origin relabels the tag of a run that has one: these runs get theirs first.
+    instance.add_run_tags(run_id, {REPOSITORY_LABEL_TAG: job_origin.repository_origin.get_label()})
+    instance.run_storage.replace_job_origin(instance.get_run_by_id(run_id), job_origin)
 
 
 def _rows(
@@ -191,6 +199,9 @@ def _rows(
         for key in keys:
             where = (key, partition)
             metadata = materialized.get(where)
+            # An unpartitioned check judges the run's partition(s) as a whole.
+            judged = {**checks.get((key, None), {}), **checks.get(where, {})}
+            warned = [*warnings.get((key, None), []), *warnings.get(where, [])]
             rows.append(
                 {
                     "asset": key.to_user_string(),
@@ -198,9 +209,9 @@ def _rows(
                     "job": job.name,
                     "partition": partition,
                     "status": "materialized" if metadata is not None else "failed",
-                    "checks": checks.get(where, {}),
+                    "checks": judged,
                     # Failed checks of WARN severity: alerts (a finding), not a failed pipeline.
-                    "warnings": warnings.get(where, []),
+                    "warnings": warned,
                     "metadata": {
                         name: value.value
                         for name, value in (metadata or {}).items()

@@ -36,12 +36,15 @@ fragment Keys on AssetCheckDefaultPartitionStatuses {
 
 
 @contextlib.contextmanager
-def webserver(home: Path, target: list[str], log: Path) -> Iterator[GraphQL]:
+def webserver(
+    home: Path, target: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[GraphQL]:
     """Serve the code location `target` (e.g. ["-w", "workspace.yaml"]) over the instance in
-    `home`; yield a function that runs a GraphQL query and returns its data."""
+    `home` (with `env` for the code location); yield a function that runs a GraphQL query and
+    returns its data."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    env = {**os.environ, **(env or {}), "DAGSTER_HOME": str(home)}
     argv = [sys.executable, "-m", "dagster_webserver", *target, "-h", "127.0.0.1", "-p", str(port)]
     process = ManagedProcess("dagster-webserver", argv, log, env=env, cwd=ROOT).start()
     try:
