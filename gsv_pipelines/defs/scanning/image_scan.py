@@ -20,7 +20,9 @@ from gsv_pipelines.defs.scanning.assets import OWNERS, trivy_db
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.defs.sources import vault_storage
 from gsv_pipelines.lib import scan_store
+from gsv_pipelines.lib.artifacts import artifact_kind
 from gsv_pipelines.lib.registries import RegistryConfig, registry_for
+from gsv_pipelines.lib.registry_client import RegistryClient, RegistryError
 from gsv_pipelines.lib.scan_policy import (
     ScanPolicy,
     Verdict,
@@ -132,6 +134,44 @@ def _resolve(reference: str, digest: str, registries: RegistriesResource) -> _Ta
             f"{digest}: a scan is recorded under the digest it scanned"
         )
     return _Target(reference, reference, registry=registry_for(registries.configs(), reference))
+
+
+def _not_an_image(target: _Target, digest: str, credentials) -> str | None:
+    """What the digest's manifest holds if it is not an image (lib/artifacts.py), else None:
+    Trivy would "scan" a Trivy DB, a signature or an SBOM as an image with nothing in it."""
+    if target.layout:
+        layout = Path(target.trivy_image.rpartition("@")[0])
+        index = json.loads((layout / "index.json").read_text())
+        [entry] = [m for m in index["manifests"] if m["digest"] == digest]
+        algo, _, hexdigest = digest.partition(":")
+        manifest = json.loads((layout / "blobs" / algo / hexdigest).read_text())
+        return artifact_kind(manifest, entry.get("mediaType", ""))
+    host, _, rest = target.reference.partition("/")
+    repository = rest.rpartition("@")[0]
+    if target.registry is not None:
+        configs = [target.registry]
+    else:
+        # An unlisted registry is read anonymously: over HTTPS, and on loopback first over plain
+        # HTTP (as Trivy does).
+        schemes = (
+            ["http", "https"] if host.split(":")[0] in ("localhost", "127.0.0.1") else ["https"]
+        )
+        configs = [RegistryConfig(name=host, url=f"{scheme}://{host}") for scheme in schemes]
+    errors = []
+    for config in configs:
+        try:
+            with RegistryClient(config, credentials) as client:
+                manifest, content_type = client.manifest(repository, digest)
+            break
+        except RegistryError as exc:
+            errors.append(str(exc))
+    else:
+        raise dg.Failure(
+            description=f"the manifest of {target.reference} cannot be read: "
+            + "; ".join(errors)
+            + "; nothing was scanned"
+        ) from None
+    return artifact_kind(manifest, content_type)
 
 
 def _deployed_reference(store: BackupStore, digest: str) -> str | None:
@@ -308,6 +348,12 @@ def image_scan(
         target = _resolve(known, digest, registries)
     registry = target.registry
     credentials = registries.credentials(registry, vault) if registry else None
+    kind = _not_an_image(target, digest, credentials)
+    if kind is not None:
+        raise dg.Failure(
+            description=f"{target.reference} is not an image but a {kind} (by its manifest's "
+            "media types): not scanned, nothing was recorded"
+        )
     context.log.info(
         f"scanning {target.reference} from {target.describe()} with the DB of {db_updated_at}"
     )
