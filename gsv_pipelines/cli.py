@@ -379,6 +379,7 @@ def dev(settings: Settings, host: str, port: int, scale: float = 1.0) -> int:
             _say(f"dagster dev exited with code {webserver.proc.returncode}")
             return webserver.proc.returncode or 0
         except KeyboardInterrupt:
+            _say("stopping dagster dev and the local services")
             return 0
         finally:
             webserver.stop(timeout=30)
@@ -386,6 +387,13 @@ def dev(settings: Settings, host: str, port: int, scale: float = 1.0) -> int:
 
 def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
+
+
+def _interrupt(signum, frame) -> None:
+    # Ctrl-C arrives more than once (the terminal's, and `uv run` passing it on): the first
+    # starts the shutdown, later ones must not cut short the waits that stop every service.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,13 +412,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Stopped by SIGTERM (a supervisor, `kill`): unwind so every started service is stopped too.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGINT, _interrupt)
     settings = load_settings()
-    if args.command == "seed":
-        print(json.dumps(seed(settings, scale=args.scale), indent=2))
-        return 0
-    if args.command == "demo":
-        return demo(settings, scale=args.scale)
-    return dev(settings, args.host, args.port or free_port(), scale=args.scale)
+    try:
+        if args.command == "seed":
+            print(json.dumps(seed(settings, scale=args.scale), indent=2))
+            return 0
+        if args.command == "demo":
+            return demo(settings, scale=args.scale)
+        return dev(settings, args.host, args.port or free_port(), scale=args.scale)
+    except KeyboardInterrupt:
+        # The services it started were stopped on the way out (their `finally`s).
+        _say(f"{args.command} interrupted")
+        return 130
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -178,3 +180,29 @@ def test_dev_serves_the_ui_on_loopback_and_stops_cleanly(tmp_path):
     assert not port_open(port)
     log = dev.log_path.read_text()
     assert "stopped OpenBao" in log, log[-2000:]
+
+
+def test_ctrl_c_under_dev_stops_everything_without_a_traceback(tmp_path):
+    port = free_port()
+    dev = ManagedProcess(
+        "gsv dev", [*GSV, "dev", "--port", str(port), "--scale", "0.05"],
+        tmp_path / "dev.log", env=_env(tmp_path),
+    ).start()  # fmt: skip
+    try:
+        dev.wait_ready(
+            lambda: requests.get(f"http://127.0.0.1:{port}/server_info", timeout=1).ok,
+            timeout=180,
+        )
+        # Ctrl-C under `make dev` reaches gsv more than once (the terminal, and `uv run`
+        # passing it on), the second while it waits for dagster dev to stop.
+        dev.proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        dev.proc.send_signal(signal.SIGINT)
+        code = dev.proc.wait(timeout=120)
+    finally:
+        dev.stop(timeout=60)
+    log = dev.log_path.read_text()
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+    assert "stopped OpenBao" in log
+    assert not port_open(port)

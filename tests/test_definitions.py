@@ -140,6 +140,8 @@ def test_dagster_validates_the_workspace(no_secrets):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "gsv_pipelines" in result.stdout + result.stderr
+    # The project's code location name is the workspace's, whatever the checkout is called.
+    assert "does not match the name" not in result.stdout + result.stderr
 
 
 def test_instance_yaml_queues_runs_with_limits_monitoring_and_no_telemetry(tmp_path, monkeypatch):
