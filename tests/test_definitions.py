@@ -1,6 +1,7 @@
 """The code location loads, with no secret set, and every asset documents itself."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -233,3 +234,25 @@ def test_a_drill_policy_with_a_vault_target_makes_the_snapshot_a_parent_of_the_d
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["backups/platform_db_backup", "backups/vault_snapshot"]
+
+
+def _placeholders(text: str | None) -> list[str]:
+    """`<placeholders>` outside code spans: the UI's markdown renderer takes them for HTML tags
+    and shows nothing of them."""
+    return re.findall(r"<[^>\s][^>]*>", re.sub(r"`[^`]*`", "", text or ""))
+
+
+def test_descriptions_keep_their_placeholders_in_the_markdown_the_ui_renders(no_secrets):
+    defs = load_defs()
+    repo, graph = defs.get_repository_def(), defs.resolve_asset_graph()
+    described = [(s.key.to_user_string(), s.description) for s in defs.resolve_all_asset_specs()]
+    described += [(str(key), graph.get(key).description) for key in graph.asset_check_keys]
+    described += [(job.name, job.description) for job in repo.get_all_jobs()]
+    described += [(s.name, s.description) for s in [*repo.schedule_defs, *repo.sensor_defs]]
+    for job in repo.get_all_jobs():
+        for node in job.graph.nodes:
+            schema = node.definition.config_schema
+            fields = getattr(schema.config_type, "fields", None) if schema else None
+            described += [(f"{node.name}.{n}", f.description) for n, f in (fields or {}).items()]
+    assert [(name, _placeholders(text)) for name, text in described if _placeholders(text)] == []
+    assert _placeholders("a <digest> and `a <kept> one`") == ["<digest>"]

@@ -31,8 +31,8 @@ class RestoreConfig(dg.Config):
     """What to restore, from which backup, into what; and the confirmation a real restore needs."""
 
     target: str = Field(
-        description="what was backed up, as <kind>/<name>: qdrant/<collection>, "
-        "platform_db/<database> (the file's stem for SQLite), vault/vault"
+        description="what was backed up, as `<kind>/<name>`: `qdrant/<collection>`, "
+        "`platform_db/<database>` (the file's stem for SQLite), `vault/vault`"
     )
     destination: str = Field(
         description="the collection or database to restore into, on the configured Qdrant or "

@@ -88,7 +88,7 @@ def deployed_images(
     through the Kubernetes API in prod, the inventory file GSV_IMAGE_INVENTORY locally (absent:
     nothing deployed). One row per namespace, workload, container and digest; a container whose
     runtime recorded no manifest digest is kept, with a note. Stored whole or not at all as
-    scanning/deployed/<day>.parquet. A past day already stored is kept as observed then (the
+    `scanning/deployed/<day>.parquet`. A past day already stored is kept as observed then (the
     cluster of today is not that day's); today's is replaced on every run."""
     # Imported here: pandas and pyarrow load slowly, and only runs need them.
     from gsv_pipelines.lib import deployed as lib
@@ -158,7 +158,7 @@ def image_risk_report(
     fixable vulnerabilities, embedded secrets (rule and place only, never their text), the
     verdicts of no_fixable_critical and no_embedded_secrets under the current scan policy as of
     the day, and the findings new since the previous day's report (first report: all new).
-    Stored as scanning/risk/<day>/report.md, findings.parquet and summary.json (written last)."""
+    Stored in `scanning/risk/<day>/`: report.md, findings.parquet, summary.json (written last)."""
     from gsv_pipelines.lib import deployed as lib
     from gsv_pipelines.lib.scan_store import latest_scan, read_frame
 

@@ -300,7 +300,7 @@ def image_scan(
     """Trivy's vulnerability and secret scan of one image manifest digest (the partition), from
     its registry (credentials and TLS from GSV_REGISTRIES) or an OCI layout, against the shared
     vulnerability DB. The full report (secrets redacted) and its findings frames go to the
-    artefact store under scanning/images/<digest>/; the metadata carries counts by severity,
+    artefact store under `scanning/images/<digest>/`; the metadata carries counts by severity,
     fixable counts, the DB version and a link to the report. A digest already scanned with the
     current DB and scan policy is not scanned again (unless `force`): the materialization then
     says `scanned: false` and names the scan it reuses."""
