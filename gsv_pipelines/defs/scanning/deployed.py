@@ -55,18 +55,19 @@ FINDINGS_SCHEMA = dg.TableSchema(
         dg.TableColumn("key", "string"),
     ]
 )
+# The verdict and its counts before the image, whose name can be long.
 WORKLOADS_TABLE = dg.TableSchema(
     columns=[
         dg.TableColumn("namespace", "string"),
         dg.TableColumn("workload", "string"),
         dg.TableColumn("container", "string"),
-        dg.TableColumn("image", "string"),
+        dg.TableColumn("verdict", "string"),
         dg.TableColumn("critical", "int"),
         dg.TableColumn("high", "int"),
         dg.TableColumn("fixable", "int"),
         dg.TableColumn("secrets", "int"),
         dg.TableColumn("new", "int"),
-        dg.TableColumn("verdict", "string"),
+        dg.TableColumn("image", "string"),
     ]
 )
 
@@ -221,9 +222,9 @@ def image_risk_report(
                     "namespace": r["namespace"],
                     "workload": f"{r['workload_kind']}/{r['workload']}",
                     "container": r["container"],
-                    "image": r["image"],
-                    **{k: int(r[k]) for k in ("critical", "high", "fixable", "secrets", "new")},
                     "verdict": r["verdict"],
+                    **{k: int(r[k]) for k in ("critical", "high", "fixable", "secrets", "new")},
+                    "image": lib.display_image(r["image"]),
                 }
             )
             for r in rows
