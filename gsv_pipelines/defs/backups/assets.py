@@ -136,8 +136,14 @@ def platform_db_backup(
             "database": details["database"],
             "tables": dg.MetadataValue.int(len(details["tables"])),
             "rows": dg.MetadataValue.int(details["rows"]),
-            "row_counts": dg.MetadataValue.json(
-                {name: t["rows"] for name, t in details["tables"].items()}
+            "row_counts": dg.MetadataValue.table(
+                records=[
+                    dg.TableRecord({"table": name, "rows": int(t["rows"])})
+                    for name, t in sorted(details["tables"].items())
+                ],
+                schema=dg.TableSchema(
+                    columns=[dg.TableColumn("table", "string"), dg.TableColumn("rows", "int")]
+                ),
             ),
         }
     )
