@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -33,6 +33,8 @@ from gsv_pipelines.resources.vault import VaultResource
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_ROTATION_POLICY = Path(__file__).resolve().parent / "policies" / "rotation-demo.yaml"
+# The simulated usage `gsv seed` writes: this many days, ending yesterday.
+SEEDED_USAGE_DAYS = 7
 
 
 def _say(message: str) -> None:
@@ -49,6 +51,30 @@ def _prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
+def install_day(data_dir: Path) -> date:
+    """The day this data directory was first used by `gsv demo` or `gsv dev` (recorded then)."""
+    marker = data_dir / "installed-on"
+    if not marker.exists():
+        marker.write_text(datetime.now(UTC).date().isoformat() + "\n")
+    return date.fromisoformat(marker.read_text().strip())
+
+
+def _partition_starts(settings: Settings) -> dict[str, str]:
+    """Unless configured: the daily partitions start on the install day, usage's on the first day
+    of the usage seeded then, so that the UI counts no day that could never have been filled."""
+    installed = install_day(settings.data_dir)
+    starts = {
+        "GSV_PARTITIONS_START": installed,
+        "GSV_USAGE_PARTITIONS_START": installed - timedelta(days=SEEDED_USAGE_DAYS),
+    }
+    chosen = {}
+    for name, day in starts.items():
+        if not os.environ.get(name, "").strip():
+            os.environ[name] = day.isoformat()
+        chosen[name] = os.environ[name]
+    return chosen
+
+
 @contextlib.contextmanager
 def local_services(settings: Settings) -> Iterator[dict]:
     """Start what the embedded defaults need and stop it afterwards.
@@ -58,7 +84,7 @@ def local_services(settings: Settings) -> Iterator[dict]:
     server: they are folders and files under GSV_DATA_DIR.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    services: dict = {"data_dir": str(settings.data_dir)}
+    services: dict = {"data_dir": str(settings.data_dir), "partitions": _partition_starts(settings)}
     if not settings.rotation_policy:
         # The shipped policy's PostgreSQL A/B password needs a server the demo does not have.
         os.environ["GSV_ROTATION_POLICY"] = str(DEMO_ROTATION_POLICY)
@@ -141,7 +167,9 @@ def seed(settings: Settings, scale: float = 1.0) -> dict:
         result = {"qdrant": demo_data.seed_qdrant(client, scale=scale)}
     result["platform_db"] = demo_data.seed_platform_db(settings.platform_db_url)
     # A week of simulated usage ending yesterday: the usage group's partitions.
-    result["usage"] = usage_sim.seed_usage(settings.platform_db_url, days=7, scale=scale, seed=7)
+    result["usage"] = usage_sim.seed_usage(
+        settings.platform_db_url, days=SEEDED_USAGE_DAYS, scale=scale, seed=7
+    )
     result["trivy_db"] = demo_data.seed_trivy_db(settings.trivy_cache_dir)
     result["images"] = demo_images.seed_images(
         settings.data_dir / "images", settings.image_inventory
@@ -186,18 +214,16 @@ TABLE_METADATA = (
     "rto_seconds_max",
     "rpo_hours_max",
 )
-# The demo rotates every demo secret now (the "rotate now" path), not only those due.
-DEMO_CONFIG = {("rotation", "rotated_secret"): {"force": True}}
 
 
 def demo(settings: Settings, scale: float = 1.0) -> int:
     import dagster as dg
 
     from gsv_pipelines.definitions import defs as load_defs
-    from gsv_pipelines.defs.usage.partitions import DAILY as USAGE_DAILY
     from gsv_pipelines.demo import (
-        materialize_all,
+        demo_plan,
         run_alert_sensors,
+        run_plan,
         start_alert_sensors,
         sync_partitions,
     )
@@ -217,11 +243,11 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
             digests = [image["digest"] for image in seeded["images"].values()]
             instance.add_dynamic_partitions("image_digests", digests)
             partitions["image_digests"] = f"added {len(digests)} demo image digests"
-            config = {dg.AssetKey(list(k)): v for k, v in DEMO_CONFIG.items()}
             # Every seeded usage day, oldest first, so month-to-date figures build up as in prod.
-            usage_days = [(USAGE_DAILY, [str(day) for day in seeded["usage"]["partitions"]])]
+            usage_days = [str(day) for day in seeded["usage"]["partitions"]]
+            plan = demo_plan(defs, instance, seeded["images"], usage_days)
             cursors = start_alert_sensors(defs, instance)
-            outcome = materialize_all(defs, instance, config, chosen=usage_days)
+            outcome = run_plan(defs, instance, plan)
             alert_ticks = run_alert_sensors(defs, instance, cursors)
         received = _keep_received(settings, receiver.received, channels)
         values = demo_data.vault_values(
@@ -284,17 +310,18 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
         rows = [
             [
                 a["asset"],
-                a["partition"] or "",
+                a["job"],
+                _short(a["partition"] or ""),
                 a["status"],
                 " ".join(
                     f"{n}:{'pass' if ok else 'warn' if n in a['warnings'] else 'FAIL'}"
                     for n, ok in a["checks"].items()
                 ),
-                ", ".join(f"{k}={a['metadata'][k]}" for k in TABLE_METADATA if k in a["metadata"]),
+                ", ".join(f"{k}={v}" for k, v in _figures(a["metadata"])),
             ]
             for a in outcome["assets"]
         ]
-        _print_table(rows, ["asset", "partition", "status", "checks", "figures"])
+        _print_table(rows, ["asset", "job", "partition", "status", "checks", "figures"])
     else:
         print("No assets are defined yet: the demo materializes whatever the code location holds.")
     print()
@@ -371,6 +398,22 @@ def _print_alerts(received: list[dict], cve_alert: dict | None) -> None:
         print("The planted critical CVE's alert, as the webhook received it (signature verified):")
         print(json.dumps(cve_alert, indent=2))
         print()
+
+
+def _figures(metadata: dict) -> list[tuple[str, object]]:
+    """The TABLE_METADATA figures, also when named per target (`<collection> points`)."""
+    shown = []
+    for name in TABLE_METADATA:
+        for key, value in metadata.items():
+            if key == name or key.endswith(f" {name}"):
+                shown.append((name, value))
+                break
+    return shown
+
+
+def _short(partition: str) -> str:
+    """An image digest cut to its first 12 hex digits; other partitions as they are."""
+    return partition[:19] + "…" if partition.startswith("sha256:") else partition
 
 
 def _expected_gate_failures(images: dict) -> set[tuple[str, str]]:
@@ -467,6 +510,7 @@ def dev(settings: Settings, host: str, port: int, scale: float = 1.0) -> int:
             _say(f"dagster dev exited with code {webserver.proc.returncode}")
             return webserver.proc.returncode or 0
         except KeyboardInterrupt:
+            _say("stopping dagster dev and the local services")
             return 0
         finally:
             webserver.stop(timeout=30)
@@ -520,6 +564,13 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def _interrupt(signum, frame) -> None:
+    # Ctrl-C arrives more than once (the terminal's, and `uv run` passing it on): the first
+    # starts the shutdown, later ones must not cut short the waits that stop every service.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gsv", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -542,21 +593,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Stopped by SIGTERM (a supervisor, `kill`): unwind so every started service is stopped too.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGINT, _interrupt)
     settings = load_settings()
-    if args.command == "seed":
-        print(json.dumps(seed(settings, scale=args.scale), indent=2))
-        return 0
-    if args.command == "demo":
-        return demo(settings, scale=args.scale)
-    if args.command == "alerts":
-        return alerts(settings, args.action, args.ids)
-    if args.command == "metrics":
-        from gsv_pipelines import exporter
+    try:
+        if args.command == "seed":
+            print(json.dumps(seed(settings, scale=args.scale), indent=2))
+            return 0
+        if args.command == "demo":
+            return demo(settings, scale=args.scale)
+        if args.command == "alerts":
+            return alerts(settings, args.action, args.ids)
+        if args.command == "metrics":
+            from gsv_pipelines import exporter
 
-        _prepare_dagster_home(settings)
-        exporter.serve(settings, args.host, args.port or exporter.DEFAULT_PORT)
-        return 0
-    return dev(settings, args.host, args.port or free_port(), scale=args.scale)
+            _prepare_dagster_home(settings)
+            exporter.serve(settings, args.host, args.port or exporter.DEFAULT_PORT)
+            return 0
+        return dev(settings, args.host, args.port or free_port(), scale=args.scale)
+    except KeyboardInterrupt:
+        # The services it started were stopped on the way out (their `finally`s).
+        _say(f"{args.command} interrupted")
+        return 130
 
 
 if __name__ == "__main__":

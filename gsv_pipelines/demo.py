@@ -1,11 +1,16 @@
-"""Run every asset of the code location once, as `gsv demo` does, and report what happened.
+"""What `gsv demo` runs: the code location's named jobs, once each, as its schedules and sensors
+would launch them, every run tagged `gsv/demo=true`; and what happened.
 
-Partitioned assets run for today's partition (and, for dynamic dimensions, every known key);
-dynamic partitions are first brought in sync by evaluating the sensors that own them and
-applying their requests, as the sensor daemon would.
+Dynamic partitions are first brought in sync by evaluating the sensors that own them and applying
+their requests, as the sensor daemon would. The runs execute in this process; each is then filed
+under the code location of workspace.yaml (as `dagster run migrate-repository` files a run), so
+the UI's Overview, Jobs and Runs pages show them as they show a schedule's runs.
 """
 
-import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -16,6 +21,9 @@ from gsv_pipelines.lib.alerts.policy import alert_severity
 PARTITION_SENSORS = ("qdrant_collections_sensor",)
 # Sensors that send alerts about the runs (they request no runs either).
 ALERT_SENSORS = ("run_failure_alert_sensor", "check_failure_alert_sensor")
+DEMO_TAGS = {"gsv/demo": "true"}
+WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 # Metadata a summary can show: figures and short text (tables and markdown stay in the UI).
 SUMMARY_TYPES = (
@@ -25,9 +33,18 @@ SUMMARY_TYPES = (
     dg.PathMetadataValue,
 )
 
-
 # The terminal shows progress and problems; every event is in the run's log in the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One run of a named job: for one partition, a range of them (in order), or none."""
+
+    job: str
+    partitions: Sequence[str] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    run_config: Mapping[str, Any] = field(default_factory=dict)
 
 
 def sync_partitions(defs: dg.Definitions, instance: dg.DagsterInstance) -> dict[str, str]:
@@ -83,116 +100,154 @@ def run_alert_sensors(
     return said
 
 
-def partition_keys(
-    partitions_def: dg.PartitionsDefinition | None,
-    instance: dg.DagsterInstance,
-    chosen: list[tuple[dg.PartitionsDefinition, list[str]]] = (),
-) -> list[str | None]:
-    """The keys a demo runs: today's time partition, crossed with each dynamic key; or the
-    keys `chosen` for that partitioning."""
-    for chosen_def, keys in chosen:
-        if chosen_def == partitions_def:
-            return list(keys)
-    if partitions_def is None:
-        return [None]
-    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
-        last = partitions_def.get_last_partition_key()
-        return [last] if last else []
-    if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
-        return sorted(instance.get_dynamic_partitions(partitions_def.name))
-    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
-        dimensions = partitions_def.partitions_defs
-        choices = [partition_keys(d.partitions_def, instance) for d in dimensions]
-        return [
-            dg.MultiPartitionKey(dict(zip([d.name for d in dimensions], combo, strict=True)))
-            for combo in itertools.product(*choices)
-        ]
-    return list(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
-
-
-def materialize_all(
+def demo_plan(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
-    config: dict[dg.AssetKey, dict[str, Any]] | None = None,
-    chosen: list[tuple[dg.PartitionsDefinition, list[str]]] = (),
-) -> dict[str, Any]:
-    """One run per partition key of every executable asset group; the outcome per asset.
-
-    Groups of assets that share a partitioning run upstream first; `config` is run config for
-    the assets that take some; `chosen` names the partition keys to run (in order) for a
-    partitioning, instead of its last one.
-    """
-    graph = defs.resolve_asset_graph()
-    executable = graph.executable_asset_keys
-    groups: list[tuple[dg.PartitionsDefinition | None, list[dg.AssetKey]]] = []
-    placed: dict[dg.AssetKey, int] = {}
-    for key in [k for k in graph.toposorted_asset_keys if k in executable]:
-        partitions_def = graph.get(key).partitions_def
-        # The earliest run group of the same partitioning that comes no sooner than the groups
-        # of the asset's parents: parents always run first, in as few runs as possible.
-        earliest = max((placed[p] for p in graph.get(key).parent_keys if p in placed), default=0)
-        for index in range(earliest, len(groups)):
-            if groups[index][0] == partitions_def:
-                groups[index][1].append(key)
-                placed[key] = index
-                break
-        else:
-            groups.append((partitions_def, [key]))
-            placed[key] = len(groups) - 1
-
-    rows, runs, success = [], [], True
-    for partitions_def, keys in groups:
-        job = defs.resolve_implicit_job_def_def_for_assets(keys)
-        ops = {
-            "__".join(key.path): {"config": (config or {})[key]}
-            for key in keys
-            if key in (config or {})
-        }
-        run_config = {**QUIET, "ops": ops} if ops else QUIET
-        for partition in partition_keys(partitions_def, instance, chosen):
-            result = job.execute_in_process(
-                instance=instance,
-                partition_key=partition,
-                asset_selection=keys,
-                raise_on_error=False,
-                run_config=run_config,
+    images: Mapping[str, Mapping[str, str]],
+    usage_days: Sequence[str],
+) -> list[Launch]:
+    """Every named job once, in the order a day of schedules and sensors would run them: the
+    nightly backups (a run per collection), a rotation of every secret ("rotate now"), the
+    inventory after it, the vulnerability DB and config scan, a scan of each pushed image (as
+    image_push_sensor requests it), the day's deployed images and risk report, a DR drill of the
+    backups just taken, and usage over the seeded days in one run (as usage_schedule's lookback).
+    `images`: name -> {digest, image (its reference)}; `usage_days`: consecutive days, in order."""
+    today = datetime.now(UTC).date().isoformat()
+    collections = sorted(instance.get_dynamic_partitions("qdrant_collections"))
+    secrets = defs.resolve_job_def("rotation_job").partitions_def.get_partition_keys()
+    plan = [
+        Launch("qdrant_backup_job", [str(dg.MultiPartitionKey({"day": today, "collection": c}))])
+        for c in collections
+    ]
+    plan += [Launch("platform_db_backup_job", [today]), Launch("vault_snapshot_job", [today])]
+    plan += [
+        Launch(
+            "rotation_job",
+            [name],
+            tags={"gsv/secret": name},
+            run_config={"ops": {"rotation__rotated_secret": {"config": {"force": True}}}},
+        )
+        for name in secrets
+    ]
+    # After the rotations, as the hourly secret_inventory_schedule next: the versions they made.
+    plan += [Launch("secret_inventory_job"), Launch("trivy_db_job"), Launch("config_scan_job")]
+    for name, image in sorted(images.items()):
+        shown = f"{name}:demo"
+        plan.append(
+            Launch(
+                "image_scan_job",
+                [image["digest"]],
+                tags={"gsv/image": shown},
+                run_config={
+                    "ops": {
+                        "scanning__image_scan": {
+                            "config": {"reference": image["image"], "image": shown}
+                        }
+                    }
+                },
             )
-            runs.append(result.run_id)
-            success = success and result.success
-            rows += _rows(graph, keys, partition, result)
+        )
+    plan += [Launch("deployed_images_job", [today]), Launch("dr_drill_job", [today])]
+    plan.append(Launch("usage_job", list(usage_days)))
+    return plan
+
+
+def run_plan(
+    defs: dg.Definitions, instance: dg.DagsterInstance, plan: Sequence[Launch]
+) -> dict[str, Any]:
+    """Run each launch in order, tagged as the demo's; the outcome per asset and partition."""
+    origin = _code_location_origin(defs)
+    rows, runs, success = [], [], True
+    for launch in plan:
+        job = defs.resolve_job_def(launch.job)
+        tags = {**DEMO_TAGS, **launch.tags}
+        partition = None
+        if len(launch.partitions) == 1:
+            [partition] = launch.partitions
+        elif launch.partitions:
+            tags |= {RANGE_START: launch.partitions[0], RANGE_END: launch.partitions[-1]}
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=partition,
+            tags=tags,
+            run_config={**QUIET, **launch.run_config},
+            raise_on_error=False,
+        )
+        if origin is not None:
+            _file_under(instance, result.run_id, origin(launch.job))
+        runs.append(result.run_id)
+        success = success and result.success
+        rows += _rows(defs, job, launch.partitions or [None], result)
     return {"success": success, "runs": runs, "assets": rows}
 
 
-def _rows(graph, keys, partition, result: dg.ExecuteInProcessResult) -> list[dict[str, Any]]:
+def _code_location_origin(defs: dg.Definitions):
+    """A job's origin in the code location of workspace.yaml, as its schedules' runs have it;
+    None without the file (an installed package: the runs then stay unfiled)."""
+    if not WORKSPACE.exists():
+        return None
+    # Dagster's own types for a run's origin: no public constructor in 1.13.27.
+    from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+    [location] = WorkspaceFileTarget(paths=[str(WORKSPACE)]).create_origins()
+    repository = RemoteRepositoryOrigin(location, defs.get_repository_def().name)
+    return lambda job_name: RemoteJobOrigin(repository, job_name)
+
+
+def _file_under(instance: dg.DagsterInstance, run_id: str, job_origin) -> None:
+    """Give the run `job_origin` and the label the UI's job pages filter runs by."""
+    from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
+
+    # replace_job_origin relabels the tag of a run that has one: these runs get theirs first.
+    instance.add_run_tags(run_id, {REPOSITORY_LABEL_TAG: job_origin.repository_origin.get_label()})
+    instance.run_storage.replace_job_origin(instance.get_run_by_id(run_id), job_origin)
+
+
+def _rows(
+    defs: dg.Definitions,
+    job: dg.JobDefinition,
+    partitions: Sequence[str | None],
+    result: dg.ExecuteInProcessResult,
+) -> list[dict[str, Any]]:
+    graph = defs.resolve_asset_graph()
     materialized = {
-        event.asset_key: event.materialization.metadata
+        (event.asset_key, event.partition): event.materialization.metadata
         for event in result.get_asset_materialization_events()
     }
-    checks: dict[dg.AssetKey, dict[str, bool]] = {}
-    warnings: dict[dg.AssetKey, list[str]] = {}
+    checks: dict[tuple, dict[str, bool]] = {}
+    warnings: dict[tuple, list[str]] = {}
     for evaluation in result.get_asset_check_evaluations():
-        checks.setdefault(evaluation.asset_key, {})[evaluation.check_name] = evaluation.passed
+        where = (evaluation.asset_key, evaluation.partition)
+        checks.setdefault(where, {})[evaluation.check_name] = evaluation.passed
         if not evaluation.passed and alert_severity(evaluation.severity.value) == "warning":
-            warnings.setdefault(evaluation.asset_key, []).append(evaluation.check_name)
+            warnings.setdefault(where, []).append(evaluation.check_name)
+    keys = [k for k in graph.toposorted_asset_keys if k in job.asset_layer.selected_asset_keys]
     rows = []
-    for key in keys:
-        metadata = materialized.get(key)
-        rows.append(
-            {
-                "asset": key.to_user_string(),
-                "group": graph.get(key).group_name,
-                "partition": str(partition) if partition is not None else None,
-                "status": "materialized" if metadata is not None else "failed",
-                "checks": checks.get(key, {}),
-                # Failed checks of WARN severity: warnings for the alerts domain (routed by the
-                # alerts policy), not a failed pipeline.
-                "warnings": warnings.get(key, []),
-                "metadata": {
-                    name: value.value
-                    for name, value in (metadata or {}).items()
-                    if isinstance(value, SUMMARY_TYPES)
-                },
-                "run_id": result.run_id,
-            }
-        )
+    for partition in partitions:
+        for key in keys:
+            where = (key, partition)
+            metadata = materialized.get(where)
+            # An unpartitioned check judges the run's partition(s) as a whole.
+            judged = {**checks.get((key, None), {}), **checks.get(where, {})}
+            warned = [*warnings.get((key, None), []), *warnings.get(where, [])]
+            rows.append(
+                {
+                    "asset": key.to_user_string(),
+                    "group": graph.get(key).group_name,
+                    "job": job.name,
+                    "partition": partition,
+                    "status": "materialized" if metadata is not None else "failed",
+                    "checks": judged,
+                    # Failed checks of WARN severity: warnings for the alerts domain (routed by
+                    # the alerts policy), not a failed pipeline.
+                    "warnings": warned,
+                    "metadata": {
+                        name: value.value
+                        for name, value in (metadata or {}).items()
+                        if isinstance(value, SUMMARY_TYPES)
+                    },
+                    "run_id": result.run_id,
+                }
+            )
     return rows

@@ -22,6 +22,17 @@ from tests.services.s3 import S3Server, start_s3
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 T = TypeVar("T")
+# The daily partitions start at GSV_PARTITIONS_START, read when the definitions' modules are
+# imported: the tests' fixed days (usage in March 2026) lie before the default start.
+PARTITION_STARTS = {
+    "GSV_PARTITIONS_START": "2026-01-01",
+    "GSV_USAGE_PARTITIONS_START": "2026-01-01",
+}
+
+
+def pytest_configure(config) -> None:
+    # Before collection imports the test modules, and the definitions with them.
+    os.environ.update(PARTITION_STARTS)
 
 
 def _start(name: str, start: Callable[[], T]) -> T:
@@ -40,6 +51,7 @@ def _isolated_environment(tmp_path_factory) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith(("GSV_", "VAULT_", "TRIVY_")) or name in SECRET_VARIABLES:
             del os.environ[name]
+    os.environ.update(PARTITION_STARTS)
     os.environ["GSV_DATA_DIR"] = str(tmp_path_factory.mktemp("gsv-data"))
     os.environ["DAGSTER_HOME"] = str(tmp_path_factory.mktemp("dagster-home"))
     yield

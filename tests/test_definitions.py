@@ -1,6 +1,7 @@
 """The code location loads, with no secret set, and every asset documents itself."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,8 @@ def test_dagster_validates_the_workspace(no_secrets):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "gsv_pipelines" in result.stdout + result.stderr
+    # The project's code location name is the workspace's, whatever the checkout is called.
+    assert "does not match the name" not in result.stdout + result.stderr
 
 
 def test_instance_yaml_queues_runs_with_limits_monitoring_and_no_telemetry(tmp_path, monkeypatch):
@@ -172,3 +175,87 @@ def test_loading_the_code_location_leaves_the_heavy_clients_unimported():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == []
+
+
+SOURCES = {
+    "backups/qdrant_collections",
+    "backups/platform_database",
+    "backups/vault_storage",
+}
+
+
+def _parents(graph, key: str) -> set[str]:
+    return {p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(key)).parent_keys}
+
+
+def test_one_source_per_real_system_shared_by_every_domain_that_reads_it(no_secrets):
+    graph = load_defs().resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    sources = {key.to_user_string() for key in graph.get_all_asset_keys()} - {
+        key.to_user_string() for key in graph.executable_asset_keys
+    }
+    assert sources == SOURCES
+    assert _parents(graph, "backups/platform_db_backup") == {"backups/platform_database"}
+    for usage in sorted(k for k in keys if k.startswith("usage/")):
+        assert "backups/platform_database" in _parents(graph, usage), usage
+    assert _parents(graph, "backups/vault_snapshot") == {"backups/vault_storage"}
+    assert _parents(graph, "rotation/secret_inventory") == {"backups/vault_storage"}
+    assert "backups/vault_storage" in _parents(graph, "scanning/image_scan")
+    assert _parents(graph, "backups/qdrant_backup") == {"backups/qdrant_collections"}
+    # The shipped drill policy drills Qdrant and the platform database, not Vault.
+    assert _parents(graph, "drills/dr_drill") == {
+        "backups/qdrant_backup",
+        "backups/platform_db_backup",
+    }
+
+    # The domains are connected through what they share: in the global lineage, grouped by
+    # group as the UI shows it, every group is reached from every other.
+    linked: dict[str, set[str]] = {key.split("/")[0]: set() for key in keys}
+    for key in keys:
+        for parent in _parents(graph, key):
+            linked[key.split("/")[0]].add(parent.split("/")[0])
+            linked[parent.split("/")[0]].add(key.split("/")[0])
+    reached, todo = set(), ["usage"]
+    while todo:
+        group = todo.pop()
+        if group not in reached:
+            reached.add(group)
+            todo.extend(linked[group])
+    assert reached == {"backups", "drills", "rotation", "scanning", "usage"}
+
+
+def test_a_drill_policy_with_a_vault_target_makes_the_snapshot_a_parent_of_the_drill(tmp_path):
+    policy = tmp_path / "drills.yaml"
+    policy.write_text("targets:\n  platform_db: {}\n  vault: {unseal_keys_env: GSV_UNSEAL}\n")
+    code = (
+        "from gsv_pipelines.definitions import defs; import dagster as dg\n"
+        "node = defs().resolve_asset_graph().get(dg.AssetKey(['drills', 'dr_drill']))\n"
+        "print(' '.join(sorted(k.to_user_string() for k in node.parent_keys)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GSV_DRILL_POLICY"}
+    env["GSV_DRILL_POLICY"] = str(policy)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["backups/platform_db_backup", "backups/vault_snapshot"]
+
+
+def _placeholders(text: str | None) -> list[str]:
+    """`<placeholders>` outside code spans: the UI's markdown renderer takes them for HTML tags
+    and shows nothing of them."""
+    return re.findall(r"<[^>\s][^>]*>", re.sub(r"`[^`]*`", "", text or ""))
+
+
+def test_descriptions_keep_their_placeholders_in_the_markdown_the_ui_renders(no_secrets):
+    defs = load_defs()
+    repo, graph = defs.get_repository_def(), defs.resolve_asset_graph()
+    described = [(s.key.to_user_string(), s.description) for s in defs.resolve_all_asset_specs()]
+    described += [(str(key), graph.get(key).description) for key in graph.asset_check_keys]
+    described += [(job.name, job.description) for job in repo.get_all_jobs()]
+    described += [(s.name, s.description) for s in [*repo.schedule_defs, *repo.sensor_defs]]
+    for job in repo.get_all_jobs():
+        for node in job.graph.nodes:
+            schema = node.definition.config_schema
+            fields = getattr(schema.config_type, "fields", None) if schema else None
+            described += [(f"{node.name}.{n}", f.description) for n, f in (fields or {}).items()]
+    assert [(name, _placeholders(text)) for name, text in described if _placeholders(text)] == []
+    assert _placeholders("a <digest> and `a <kept> one`") == ["<digest>"]

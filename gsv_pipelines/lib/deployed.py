@@ -700,9 +700,13 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     return lines
 
 
-def _image(image: Any) -> str:
-    """The image without its `@digest`, which has a column of its own."""
-    return _text(image).split("@", 1)[0]
+def display_image(image: Any) -> str:
+    """The image without its `@digest`, which has a column of its own; an OCI layout by its
+    folder's name (its path would be one unbreakable cell as wide as the screen)."""
+    text = _text(image).split("@", 1)[0]
+    if text.startswith("oci:"):
+        return "oci:" + text.removeprefix("oci:").rstrip("/").rsplit("/", 1)[-1]
+    return text
 
 
 def _short(digest: Any) -> str:
@@ -720,7 +724,7 @@ def deployed_markdown(frame: pd.DataFrame, limit: int = 200) -> str:
                 f"{r['workload_kind']}/{r['workload']}",
                 r["container"]
                 + ("" if r["container_type"] == "container" else f" ({r['container_type']})"),
-                _image(r["image"]),
+                display_image(r["image"]),
                 _short(r["digest"]),
                 r["pods"],
                 r["note"],
@@ -763,20 +767,21 @@ def risk_markdown(report: RiskReport, limit: int = 100) -> str:
         "",
     ]
     w = report.workloads
+    # The verdict and its counts first, the long cells last: readable on a 1600 px screen.
     lines += _table(
         [
             "namespace",
             "workload",
             "container",
-            "image",
-            "digest",
-            "scanned",
+            "verdict",
             "critical",
             "high",
             "fixable",
             "secrets",
             "new",
-            "verdict",
+            "image",
+            "digest",
+            "scanned",
             "why",
         ],
         (
@@ -784,15 +789,15 @@ def risk_markdown(report: RiskReport, limit: int = 100) -> str:
                 r["namespace"],
                 f"{r['workload_kind']}/{r['workload']}",
                 r["container"],
-                _image(r["image"]),
-                _short(r["digest"]),
-                _text(r["scanned_at"])[:16],
+                r["verdict"],
                 r["critical"],
                 r["high"],
                 r["fixable"],
                 r["secrets"],
                 r["new"],
-                r["verdict"],
+                display_image(r["image"]),
+                _short(r["digest"]),
+                _text(r["scanned_at"])[:16],
                 r["why"],
             ]
             for r in w.to_dict("records")

@@ -6,13 +6,19 @@ digest}}}`, JSON as is. A digest is new when no tag of any repository in any reg
 before: re-tagging or copying an image scans nothing, re-pushing a tag with new content scans it
 once. A registry or repository that cannot be read keeps its previous part of the cursor, so what
 it holds is neither missed nor taken for new when it answers again.
+
+A new digest's manifest is read once, to tell images from the other artifacts a repository holds
+(lib/artifacts.py): those are skipped and counted, and remembered in the cursor like any digest. A
+manifest that cannot be read leaves its tags out of the cursor, to be read on a later tick.
 """
 
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from gsv_pipelines.lib.artifacts import artifact_kind
 from gsv_pipelines.lib.registries import RegistryConfig
 from gsv_pipelines.lib.registry_client import (
     WORKERS,
@@ -29,6 +35,17 @@ GLOB_CHARACTERS = frozenset("*?[")
 class NewImage:
     digest: str
     reference: str  # host[:port]/repository@digest: what the scan pulls
+    registry: str
+    repository: str
+    tag: str
+
+
+@dataclass(frozen=True)
+class SkippedArtifact:
+    """A new digest that is not an image: what it is instead, and where."""
+
+    digest: str
+    kind: str  # "Trivy DB", "cosign signature", "SBOM", ...
     registry: str
     repository: str
     tag: str
@@ -52,6 +69,7 @@ class WatchResult:
     repositories: int = 0  # read this time
     tags: int = 0  # resolved this time
     failed_registries: list[str] = field(default_factory=list)  # no progress at all
+    skipped: list[SkippedArtifact] = field(default_factory=list)  # new digests, not images
 
 
 def load_cursor(text: str | None) -> Cursor:
@@ -97,9 +115,12 @@ def watch(
         for digest in tags.values()
     }
     result = WatchResult(new_images=[], cursor={}, errors=[])
+    kinds: dict[str, str | None] = {}  # each new digest's artifact kind; None: an image
     for config in configs:
         prior = {repo: dict(tags) for repo, tags in previous.get(config.name, {}).items()}
-        part, progressed = _watch_registry(config, prior, client_for, workers, deadline, result)
+        part, progressed = _watch_registry(
+            config, prior, known, kinds, client_for, workers, deadline, result
+        )
         result.cursor[config.name] = part
         if not progressed:
             result.failed_registries.append(config.name)
@@ -111,6 +132,11 @@ def watch(
                 if digest in known or digest in seen:
                     continue
                 seen.add(digest)
+                if kinds.get(digest) is not None:
+                    result.skipped.append(
+                        SkippedArtifact(digest, kinds[digest], config.name, repository, tag)
+                    )
+                    continue
                 result.new_images.append(
                     NewImage(
                         digest=digest,
@@ -126,6 +152,8 @@ def watch(
 def _watch_registry(
     config: RegistryConfig,
     prior: dict[str, dict[str, str]],
+    known: set[str],
+    kinds: dict[str, str | None],
     client_for: Callable[[RegistryConfig], RegistryClient],
     workers: int,
     deadline: float | None,
@@ -150,10 +178,11 @@ def _watch_registry(
             result.errors.append(WatchError(config.name, None, f"{config.name}: {exc}"))
             return prior, False
         listing = list_digests(client, repositories, workers=workers, deadline=deadline)
-    part: dict[str, dict[str, str]] = {}
-    for repository, tags in listing.found.items():
-        if tags:  # an empty or vanished repository leaves the cursor
-            part[repository] = tags
+        part: dict[str, dict[str, str]] = {}
+        for repository, tags in listing.found.items():
+            if tags:  # an empty or vanished repository leaves the cursor
+                part[repository] = dict(tags)
+        _classify_new(client, config, part, prior, known, kinds, workers, deadline, result)
     for repository, error in listing.errors.items():
         result.errors.append(WatchError(config.name, repository, f"{config.name}: {error}"))
     unread = [r for r in repositories if r not in listing.found]
@@ -177,3 +206,49 @@ def _watch_registry(
     result.repositories += len(listing.found)
     result.tags += listing.tags
     return part, bool(listing.found) or not repositories
+
+
+def _classify_new(
+    client: RegistryClient,
+    config: RegistryConfig,
+    part: dict[str, dict[str, str]],
+    prior: Mapping[str, Mapping[str, str]],
+    known: set[str],
+    kinds: dict[str, str | None],
+    workers: int,
+    deadline: float | None,
+    result: WatchResult,
+) -> None:
+    """Read the manifest of each digest in `part` not seen before, into `kinds`. A tag whose
+    manifest could not be read keeps its previous digest (or leaves `part`): the next tick tries
+    again, so nothing is missed or scanned unclassified."""
+    new: dict[str, str] = {}  # digest -> a repository holding it
+    for repository, tags in sorted(part.items()):
+        for digest in tags.values():
+            if digest not in known and digest not in kinds:
+                new.setdefault(digest, repository)
+
+    def classify(digest: str, repository: str) -> str | None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError("left for the next tick: the tick's time budget is spent")
+        manifest, content_type = client.manifest(repository, digest)
+        return artifact_kind(manifest, content_type)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="oci-manifest") as pool:
+        futures = {digest: pool.submit(classify, digest, repo) for digest, repo in new.items()}
+    unread = set()
+    for digest, future in futures.items():
+        try:
+            kinds[digest] = future.result()
+        except (RegistryError, TimeoutError) as exc:
+            unread.add(digest)
+            message = f"{config.name}: manifest {digest[:19]} of {new[digest]}: {exc}"
+            result.errors.append(WatchError(config.name, new[digest], message))
+    for repository, tags in part.items():
+        for tag, digest in list(tags.items()):
+            if digest in unread:
+                previous = prior.get(repository, {}).get(tag)
+                if previous is None:
+                    del tags[tag]
+                else:
+                    tags[tag] = previous

@@ -159,6 +159,23 @@ class RegistryClient:
         self._check(response, repository)
         return f"sha256:{hashlib.sha256(response.content).hexdigest()}"
 
+    def manifest(self, repository: str, digest: str) -> tuple[dict, str]:
+        """The manifest `digest` names in `repository` (parsed JSON) and its Content-Type."""
+        path = f"/v2/{_name(repository)}/manifests/{quote(digest, safe=':')}"
+        response = self._request(
+            "GET", path, _pull_scope(repository), repository, headers={"Accept": MANIFEST_ACCEPT}
+        )
+        self._check(response, repository)
+        try:
+            manifest = response.json()
+        except ValueError:
+            manifest = None
+        if not isinstance(manifest, dict):
+            raise RegistryError(
+                self.url, f"manifest {digest} is not a JSON object", repository=repository
+            )
+        return manifest, response.headers.get("Content-Type", "")
+
     # HTTP, pagination, authentication.
 
     def _pages(self, path: str, scope: str, repository: str | None) -> Iterator[dict]:

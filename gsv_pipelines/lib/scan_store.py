@@ -51,10 +51,21 @@ class ScanRecord:
     misconfiguration_count: int
     prefix: str
     artefacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The image as people name it (repository:tag as pushed or deployed); "" in older records.
+    image: str = ""
 
     def is_current(self, db_updated_at: str, policy_sha256: str) -> bool:
         """Scanned with this DB and this policy: a rescan would find nothing new."""
         return self.db_updated_at == db_updated_at and self.policy_sha256 == policy_sha256
+
+
+def image_name(reference: str) -> str:
+    """A short name for a scan reference: `host/repository` of `host/repository@digest`, the
+    folder's name of `oci:<path>[@digest]`."""
+    if reference.startswith("oci:"):
+        path = reference.removeprefix("oci:").rpartition("@")[0] or reference.removeprefix("oci:")
+        return "oci:" + posixpath.basename(path.rstrip("/"))
+    return reference.partition("@")[0]
 
 
 def digest_folder(digest: str) -> str:
@@ -91,6 +102,7 @@ def write_scan(
     db_metadata: dict[str, Any],
     policy_sha256: str,
     duration_seconds: float,
+    image: str = "",
     scanned_at: datetime | None = None,
 ) -> ScanRecord:
     """Store one finished scan and make it the digest's latest (its record written last)."""
@@ -127,6 +139,7 @@ def write_scan(
         misconfiguration_count=len(report.misconfigurations),
         prefix=prefix,
         artefacts={name: asdict(stored) for name, stored in artefacts.items()},
+        image=image or image_name(reference),
     )
     store.write_json_atomic(posixpath.join(prefix, "scan.json"), asdict(record))
     store.write_json_atomic(posixpath.join(folder, "latest.json"), asdict(record))

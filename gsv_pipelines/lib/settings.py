@@ -9,6 +9,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 ENVIRONMENTS = ("local", "prod")
@@ -30,6 +31,9 @@ SECRET_VARIABLES = (
 
 DEFAULT_VAULT_ADDR = "http://127.0.0.1:8200"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
+# The first day of the daily partitions when GSV_PARTITIONS_START is unset: this release's month.
+# An installation sets its own install day (`gsv demo`/`gsv dev` record theirs in GSV_DATA_DIR).
+DEFAULT_PARTITIONS_START = date(2026, 12, 1)
 
 
 class SettingsError(ValueError):
@@ -59,6 +63,11 @@ class Settings:
     alerts_policy: Path | None
     image_inventory: Path
     vault_k8s_role: str | None
+    # The first day of the daily partitions of backups, drills and scanning (a day's backup,
+    # drill or deployed images cannot be made afterwards), and of usage (any day the platform
+    # database holds events for can be aggregated).
+    partitions_start: date
+    usage_partitions_start: date
     # Names (never values) of the credential variables that are set, so resources bind only those.
     secrets_set: frozenset[str]
 
@@ -85,6 +94,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"GSV_ENV must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
 
     data_dir = Path(get("GSV_DATA_DIR") or ".gsv").expanduser().absolute()
+    partitions_start = _day("GSV_PARTITIONS_START", get) or DEFAULT_PARTITIONS_START
     return Settings(
         env=env,
         data_dir=data_dir,
@@ -107,8 +117,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         alerts_policy=_path(get("GSV_ALERTS_POLICY")),
         image_inventory=_path(get("GSV_IMAGE_INVENTORY")) or data_dir / "deployed-images.yaml",
         vault_k8s_role=get("VAULT_K8S_ROLE"),
+        partitions_start=partitions_start,
+        usage_partitions_start=_day("GSV_USAGE_PARTITIONS_START", get) or partitions_start,
         secrets_set=frozenset(name for name in SECRET_VARIABLES if get(name)),
     )
+
+
+def _day(name: str, get) -> date | None:
+    value = get(name)
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a day as YYYY-MM-DD, not {value!r}") from None
 
 
 def _path(value: str | None) -> Path | None:

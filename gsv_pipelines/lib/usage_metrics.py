@@ -85,6 +85,17 @@ def _sketches(sketch: pd.DataFrame) -> dict[str, dict[int, int]]:
     return result
 
 
+def day_latency(sketch: pd.DataFrame) -> dict[str, float]:
+    """p50, p95 and p99 latency over every agent's calls, from their merged sketches."""
+    merged = usage_sketch.merge(_sketches(sketch).values())
+    values = usage_sketch.quantiles(merged, (0.5, 0.95, 0.99))
+    return (
+        {name: float(value) for name, value in zip(("p50", "p95", "p99"), values, strict=True)}
+        if merged
+        else {}
+    )
+
+
 def agent_performance(
     day: date, month_rollup: pd.DataFrame, month_sketch: pd.DataFrame, agents: pd.DataFrame
 ) -> pd.DataFrame:

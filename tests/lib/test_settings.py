@@ -1,8 +1,12 @@
+import os
+import subprocess
+import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-from gsv_pipelines.lib.settings import SettingsError, load_settings
+from gsv_pipelines.lib.settings import DEFAULT_PARTITIONS_START, SettingsError, load_settings
 
 
 def test_defaults_live_under_the_data_dir(tmp_path):
@@ -72,3 +76,37 @@ def test_unknown_environment_is_a_clear_error():
 def test_trivy_is_found_without_configuration():
     trivy = load_settings({}).trivy_bin
     assert trivy is not None and Path(trivy).name == "trivy"
+
+
+def test_partitions_start_on_a_configured_day_usage_on_its_own_if_set():
+    default = load_settings({})
+    assert default.partitions_start == DEFAULT_PARTITIONS_START
+    assert default.usage_partitions_start == DEFAULT_PARTITIONS_START
+    one = load_settings({"GSV_PARTITIONS_START": "2026-11-20"})
+    assert one.partitions_start == one.usage_partitions_start == date(2026, 11, 20)
+    both = load_settings(
+        {"GSV_PARTITIONS_START": "2026-11-20", "GSV_USAGE_PARTITIONS_START": "2026-10-01"}
+    )
+    assert (both.partitions_start, both.usage_partitions_start) == (
+        date(2026, 11, 20),
+        date(2026, 10, 1),
+    )
+    with pytest.raises(SettingsError, match="GSV_PARTITIONS_START must be a day as YYYY-MM-DD"):
+        load_settings({"GSV_PARTITIONS_START": "20/11/2026"})
+
+
+def test_the_definitions_partitions_start_where_the_settings_say(tmp_path):
+    # In a process of its own: the partitions are built when the definitions are imported.
+    code = (
+        "from gsv_pipelines.definitions import defs; import dagster as dg\n"
+        "graph = defs().resolve_asset_graph()\n"
+        "for key in (['backups', 'platform_db_backup'], ['drills', 'dr_drill'],\n"
+        "            ['scanning', 'deployed_images'], ['usage', 'usage_events']):\n"
+        "    print(graph.get(dg.AssetKey(key)).partitions_def.get_first_partition_key())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GSV_") and k != "DAGSTER_HOME"}
+    env |= {"GSV_PARTITIONS_START": "2026-11-20", "GSV_USAGE_PARTITIONS_START": "2026-11-13"}
+    env["GSV_DATA_DIR"] = str(tmp_path)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2026-11-20", "2026-11-20", "2026-11-20", "2026-11-13"]

@@ -2,11 +2,14 @@
 or behind htpasswd Basic auth, over HTTP or HTTPS with a self-signed certificate."""
 
 import datetime
+import hashlib
 import ipaddress
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
 import bcrypt
 import requests
@@ -54,6 +57,48 @@ class Registry:
             capture_output=True,
             text=True,
         )
+
+    def push_artifact(
+        self,
+        repository: str,
+        tag: str,
+        config_type: str,
+        layers: list[tuple[str, bytes]],
+        artifact_type: str | None = None,
+        config: bytes = b"{}",
+    ) -> str:
+        """Push an OCI manifest with this config and these layers (media type, content) through
+        the registry's API, as ORAS, cosign or Trivy's DB publisher do; its digest."""
+
+        def blob(media_type: str, data: bytes) -> dict:
+            digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+            started = requests.post(f"{self.url}/v2/{repository}/blobs/uploads/", timeout=5)
+            started.raise_for_status()
+            location = urljoin(self.url, started.headers["Location"])
+            separator = "&" if "?" in location else "?"
+            requests.put(
+                f"{location}{separator}digest={digest}",
+                data=data,
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=5,
+            ).raise_for_status()
+            return {"mediaType": media_type, "digest": digest, "size": len(data)}
+
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            **({"artifactType": artifact_type} if artifact_type else {}),
+            "config": blob(config_type, config),
+            "layers": [blob(media_type, data) for media_type, data in layers],
+        }
+        body = json.dumps(manifest).encode()
+        requests.put(
+            f"{self.url}/v2/{repository}/manifests/{tag}",
+            data=body,
+            headers={"Content-Type": manifest["mediaType"]},
+            timeout=5,
+        ).raise_for_status()
+        return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
     def tags(self, repository: str) -> list[str]:
         response = requests.get(

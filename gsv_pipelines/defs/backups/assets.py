@@ -3,6 +3,7 @@
 import dagster as dg
 
 from gsv_pipelines.defs.backups.partitions import DAILY, QDRANT_BACKUP_PARTITIONS
+from gsv_pipelines.defs.sources import platform_database, qdrant_collections, vault_storage
 from gsv_pipelines.lib import backups, pod_sizes
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
@@ -10,34 +11,6 @@ from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResourc
 from gsv_pipelines.resources.vault import VaultResource
 
 OWNERS = ["team:platform"]
-
-qdrant_collections = dg.AssetSpec(
-    ["backups", "qdrant_collections"],
-    description=(
-        "The platform's Qdrant collections (the agents' vector memory), on a Qdrant server or "
-        "embedded. Discovered, not configured: qdrant_collections_sensor keeps one partition "
-        "of backups/qdrant_backup per collection."
-    ),
-    group_name="backups",
-    owners=OWNERS,
-    kinds={"qdrant"},
-)
-
-platform_database = dg.AssetSpec(
-    ["backups", "platform_database"],
-    description="The platform database (GSV_PLATFORM_DB_URL): PostgreSQL in prod, SQLite locally.",
-    group_name="backups",
-    owners=OWNERS,
-    kinds={"postgres", "sqlite"},
-)
-
-vault_storage = dg.AssetSpec(
-    ["backups", "vault_storage"],
-    description="Vault / OpenBao's integrated (raft) storage: every secret of the platform.",
-    group_name="backups",
-    owners=OWNERS,
-    kinds={"vault"},
-)
 
 
 def outcome_metadata(outcome: backups.BackupOutcome, store) -> dict:
@@ -108,13 +81,22 @@ def qdrant_backup(
         f"{collection}: {points} points backed up by {outcome.manifest.method} to "
         f"{store.location(outcome.manifest.folder)}; retention {outcome.retention.summary()}"
     )
+    metadata = {
+        **outcome_metadata(outcome, store),
+        "points": dg.MetadataValue.int(points),
+        "points_per_s": dg.MetadataValue.float(round(points / max(outcome.seconds, 1e-6), 1)),
+    }
+    # The UI plots a figure over every partition's materializations: named per collection, each
+    # collection's points, bytes and durations make a line of their own.
+    figures = (dg.IntMetadataValue, dg.FloatMetadataValue)
     return dg.MaterializeResult(
         metadata={
-            **outcome_metadata(outcome, store),
             "collection": collection,
-            "points": dg.MetadataValue.int(points),
-            "points_per_s": dg.MetadataValue.float(round(points / max(outcome.seconds, 1e-6), 1)),
             "qdrant_version": details["qdrant_version"],
+            **{
+                f"{collection} {name}" if isinstance(value, figures) else name: value
+                for name, value in metadata.items()
+            },
         }
     )
 
@@ -156,8 +138,14 @@ def platform_db_backup(
             "database": details["database"],
             "tables": dg.MetadataValue.int(len(details["tables"])),
             "rows": dg.MetadataValue.int(details["rows"]),
-            "row_counts": dg.MetadataValue.json(
-                {name: t["rows"] for name, t in details["tables"].items()}
+            "row_counts": dg.MetadataValue.table(
+                records=[
+                    dg.TableRecord({"table": name, "rows": int(t["rows"])})
+                    for name, t in sorted(details["tables"].items())
+                ],
+                schema=dg.TableSchema(
+                    columns=[dg.TableColumn("table", "string"), dg.TableColumn("rows", "int")]
+                ),
             ),
         }
     )

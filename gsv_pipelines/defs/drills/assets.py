@@ -8,11 +8,13 @@ import dagster as dg
 
 from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup, vault_snapshot
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS, DAILY
+from gsv_pipelines.defs.partitioned_checks import partitioned_check_spec
 from gsv_pipelines.lib import backups, pod_sizes
 from gsv_pipelines.lib.backup_policy import BackupPolicy
 from gsv_pipelines.lib.drill import drill_targets, run_drill, save_record
-from gsv_pipelines.lib.drill_policy import DrillPolicy
+from gsv_pipelines.lib.drill_policy import DrillPolicy, DrillPolicyError, load_drill_policy
 from gsv_pipelines.lib.drill_report import store_drill_report, summary_rows
+from gsv_pipelines.lib.settings import load_settings
 from gsv_pipelines.lib.store import BackupStore
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
@@ -33,6 +35,21 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+
+def drilled_backups() -> list[dg.AssetsDefinition]:
+    """The backup assets the drill policy (GSV_DRILL_POLICY, else the shipped one) restores:
+    dr_drill's lineage. An unreadable policy keeps all three; the drill's run then says why."""
+    backup_of = {
+        "qdrant": qdrant_backup,
+        "platform_db": platform_db_backup,
+        "vault": vault_snapshot,
+    }
+    try:
+        policy = load_drill_policy(load_settings().drill_policy)
+    except DrillPolicyError:
+        return list(backup_of.values())
+    return [asset for kind, asset in backup_of.items() if getattr(policy, kind) is not None]
 
 
 def active_run_ids(instance: dg.DagsterInstance) -> set[str]:
@@ -178,29 +195,32 @@ def _judgements(record) -> list[dg.AssetCheckResult]:
     key=DR_DRILL,
     group_name="drills",
     partitions_def=DAILY,
-    # Lineage: the backups it restores. A day of the drill maps to that day of every backup
-    # (qdrant_backup's "day" dimension); the drill itself restores the newest of each.
-    deps=[qdrant_backup, platform_db_backup, vault_snapshot],
+    # Lineage: the backups the drill policy restores. A day of the drill maps to that day of
+    # every backup (qdrant_backup's "day" dimension); the drill itself restores the newest of each.
+    deps=drilled_backups(),
     owners=OWNERS,
     kinds={"qdrant", "postgres", "vault"},
     tags=TAGS,
     op_tags=pod_sizes.DRILL,
     check_specs=[
-        dg.AssetCheckSpec(
+        partitioned_check_spec(
             RTO_WITHIN_TARGET,
+            partitions_def=DAILY,
             asset=DR_DRILL,
             blocking=True,
             description="Every target was restored and verified within its RTO (drill policy).",
         ),
-        dg.AssetCheckSpec(
+        partitioned_check_spec(
             RPO_WITHIN_TARGET,
+            partitions_def=DAILY,
             asset=DR_DRILL,
             blocking=True,
             description="Every target's restored backup was within its RPO at the drill's "
             "start; a target without a backup fails.",
         ),
-        dg.AssetCheckSpec(
+        partitioned_check_spec(
             DRILL_VERIFIED,
+            partitions_def=DAILY,
             asset=DR_DRILL,
             blocking=True,
             description="Every target's scratch copy equals its backup: checksums, counts, "

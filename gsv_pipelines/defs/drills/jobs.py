@@ -31,8 +31,8 @@ class RestoreConfig(dg.Config):
     """What to restore, from which backup, into what; and the confirmation a real restore needs."""
 
     target: str = Field(
-        description="what was backed up, as <kind>/<name>: qdrant/<collection>, "
-        "platform_db/<database> (the file's stem for SQLite), vault/vault"
+        description="what was backed up, as `<kind>/<name>`: `qdrant/<collection>`, "
+        "`platform_db/<database>` (the file's stem for SQLite), `vault/vault`"
     )
     destination: str = Field(
         description="the collection or database to restore into, on the configured Qdrant or "
@@ -45,9 +45,11 @@ class RestoreConfig(dg.Config):
         "consistent at or before it",
     )
     dry_run: bool = Field(
-        default=False,
+        # True by default: the launchpad scaffolds a dry run, and a real restore is asked for
+        # in so many words (dry_run: false and confirm).
+        default=True,
         description="only verify: restore into a scratch copy, verify it, drop it, and report "
-        "what a real restore would replace; changes nothing",
+        "what a real restore would replace; changes nothing. false (with confirm) restores",
     )
     confirm: str = Field(
         default="", description="a real restore overwrites the destination: repeat its name here"

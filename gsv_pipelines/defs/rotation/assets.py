@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from gsv_pipelines.defs.automation import schedule_status
+from gsv_pipelines.defs.sources import vault_storage
 from gsv_pipelines.lib import rotation, vault_kv
 from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
 from gsv_pipelines.lib.settings import load_settings
@@ -35,19 +36,43 @@ def _statuses(vault: VaultResource, policy: RotationPolicy, now: datetime):
     return statuses, errors
 
 
-def _md(rows, errors: dict[str, str]) -> str:
-    lines = [
-        "| secret | kind | version | age (days) | due | overdue | previous valid until |",
-        "|---|---|---|---|---|---|---|",
+INVENTORY_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("secret", "string"),
+        dg.TableColumn("kind", "string"),
+        dg.TableColumn("version", "int"),
+        dg.TableColumn("age_days", "float"),
+        dg.TableColumn("due", "string"),
+        dg.TableColumn("overdue", "bool"),
+        dg.TableColumn("previous_valid_until", "string"),
+        dg.TableColumn("problem", "string"),
     ]
-    for r in rows:
-        grace = r.grace_ends_at.isoformat(timespec="minutes") if r.grace_ends_at else ""
-        lines.append(
-            f"| {r.name} | {r.kind} | {r.version} | {r.age_days:.2f} | "
-            f"{r.due_at.date().isoformat()} | {'yes' if r.overdue else 'no'} | {grace} |"
+)
+
+
+def _inventory_table(rows, errors: dict[str, str]) -> dg.MetadataValue:
+    records = [
+        dg.TableRecord(
+            {
+                "secret": r.name,
+                "kind": r.kind,
+                "version": int(r.version),
+                "age_days": round(float(r.age_days), 2),
+                "due": r.due_at.date().isoformat(),
+                "overdue": bool(r.overdue),
+                "previous_valid_until": r.grace_ends_at.isoformat(timespec="minutes")
+                if r.grace_ends_at
+                else "",
+                "problem": "",
+            }
         )
-    lines += [f"| {name} | | | | | unreadable: {error} | |" for name, error in errors.items()]
-    return "\n".join(lines)
+        for r in rows
+    ]
+    records += [
+        dg.TableRecord({"secret": name, "problem": f"unreadable: {error}"})
+        for name, error in errors.items()
+    ]
+    return dg.MetadataValue.table(records=records, schema=INVENTORY_SCHEMA)
 
 
 def _rotate_one(client, secret, force: bool, kubernetes: KubernetesResource) -> rotation.Outcome:
@@ -112,6 +137,7 @@ def build_rotation_defs(policy: RotationPolicy) -> dg.Definitions:
     @dg.asset(
         key=INVENTORY,
         group_name="rotation",
+        deps=[vault_storage],
         owners=OWNERS,
         kinds={"vault"},
         tags={"gsv/domain": "rotation"},
@@ -130,7 +156,7 @@ def build_rotation_defs(policy: RotationPolicy) -> dg.Definitions:
                 "oldest_age_days": dg.MetadataValue.float(
                     max((r.age_days for r in rows), default=0)
                 ),
-                "inventory": dg.MetadataValue.md(_md(rows, errors)),
+                "inventory": _inventory_table(rows, errors),
                 "versions": dg.MetadataValue.json({r.name: r.version for r in rows}),
                 "age_days": dg.MetadataValue.json({r.name: r.age_days for r in rows}),
             }

@@ -55,18 +55,19 @@ FINDINGS_SCHEMA = dg.TableSchema(
         dg.TableColumn("key", "string"),
     ]
 )
+# The verdict and its counts before the image, whose name can be long.
 WORKLOADS_TABLE = dg.TableSchema(
     columns=[
         dg.TableColumn("namespace", "string"),
         dg.TableColumn("workload", "string"),
         dg.TableColumn("container", "string"),
-        dg.TableColumn("image", "string"),
+        dg.TableColumn("verdict", "string"),
         dg.TableColumn("critical", "int"),
         dg.TableColumn("high", "int"),
         dg.TableColumn("fixable", "int"),
         dg.TableColumn("secrets", "int"),
         dg.TableColumn("new", "int"),
-        dg.TableColumn("verdict", "string"),
+        dg.TableColumn("image", "string"),
     ]
 )
 
@@ -88,7 +89,7 @@ def deployed_images(
     through the Kubernetes API in prod, the inventory file GSV_IMAGE_INVENTORY locally (absent:
     nothing deployed). One row per namespace, workload, container and digest; a container whose
     runtime recorded no manifest digest is kept, with a note. Stored whole or not at all as
-    scanning/deployed/<day>.parquet. A past day already stored is kept as observed then (the
+    `scanning/deployed/<day>.parquet`. A past day already stored is kept as observed then (the
     cluster of today is not that day's); today's is replaced on every run."""
     # Imported here: pandas and pyarrow load slowly, and only runs need them.
     from gsv_pipelines.lib import deployed as lib
@@ -158,7 +159,7 @@ def image_risk_report(
     fixable vulnerabilities, embedded secrets (rule and place only, never their text), the
     verdicts of no_fixable_critical and no_embedded_secrets under the current scan policy as of
     the day, and the findings new since the previous day's report (first report: all new).
-    Stored as scanning/risk/<day>/report.md, findings.parquet and summary.json (written last)."""
+    Stored in `scanning/risk/<day>/`: report.md, findings.parquet, summary.json (written last)."""
     from gsv_pipelines.lib import deployed as lib
     from gsv_pipelines.lib.scan_store import latest_scan, read_frame
 
@@ -221,9 +222,9 @@ def image_risk_report(
                     "namespace": r["namespace"],
                     "workload": f"{r['workload_kind']}/{r['workload']}",
                     "container": r["container"],
-                    "image": r["image"],
-                    **{k: int(r[k]) for k in ("critical", "high", "fixable", "secrets", "new")},
                     "verdict": r["verdict"],
+                    **{k: int(r[k]) for k in ("critical", "high", "fixable", "secrets", "new")},
+                    "image": lib.display_image(r["image"]),
                 }
             )
             for r in rows

@@ -2,7 +2,7 @@
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -11,16 +11,25 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
+from gsv_pipelines.defs.partitioned_checks import (
+    partitioned_asset_check,
+    per_partition,
+    run_partition,
+)
 from gsv_pipelines.defs.scanning.assets import OWNERS, trivy_db
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
+from gsv_pipelines.defs.sources import vault_storage
 from gsv_pipelines.lib import pod_sizes, scan_store
+from gsv_pipelines.lib.artifacts import artifact_kind
 from gsv_pipelines.lib.registries import RegistryConfig, registry_for
+from gsv_pipelines.lib.registry_client import RegistryClient, RegistryError
 from gsv_pipelines.lib.scan_policy import (
     ScanPolicy,
     Verdict,
     secret_verdict,
     vulnerability_verdict,
 )
+from gsv_pipelines.lib.scan_store import image_name
 from gsv_pipelines.lib.store import BackupStore
 from gsv_pipelines.lib.trivy import TrivyError
 from gsv_pipelines.lib.trivy_report import (
@@ -58,6 +67,11 @@ class ImageScanConfig(dg.Config):
         description="The image to scan: `host[:port]/repository@<the partition's digest>`, or "
         "`oci:<path of an OCI layout>` whose index holds that digest. Empty: the reference of "
         "the digest's last scan, else of the newest deployed-images inventory.",
+    )
+    image: str = Field(
+        default="",
+        description="The image as people name it (`repository:tag` as pushed), shown with the "
+        "scan and its checks. Empty: the last scan's, else a short form of the reference.",
     )
     force: bool = Field(
         default=False,
@@ -120,6 +134,44 @@ def _resolve(reference: str, digest: str, registries: RegistriesResource) -> _Ta
             f"{digest}: a scan is recorded under the digest it scanned"
         )
     return _Target(reference, reference, registry=registry_for(registries.configs(), reference))
+
+
+def _not_an_image(target: _Target, digest: str, credentials) -> str | None:
+    """What the digest's manifest holds if it is not an image (lib/artifacts.py), else None:
+    Trivy would "scan" a Trivy DB, a signature or an SBOM as an image with nothing in it."""
+    if target.layout:
+        layout = Path(target.trivy_image.rpartition("@")[0])
+        index = json.loads((layout / "index.json").read_text())
+        [entry] = [m for m in index["manifests"] if m["digest"] == digest]
+        algo, _, hexdigest = digest.partition(":")
+        manifest = json.loads((layout / "blobs" / algo / hexdigest).read_text())
+        return artifact_kind(manifest, entry.get("mediaType", ""))
+    host, _, rest = target.reference.partition("/")
+    repository = rest.rpartition("@")[0]
+    if target.registry is not None:
+        configs = [target.registry]
+    else:
+        # An unlisted registry is read anonymously: over HTTPS, and on loopback first over plain
+        # HTTP (as Trivy does).
+        schemes = (
+            ["http", "https"] if host.split(":")[0] in ("localhost", "127.0.0.1") else ["https"]
+        )
+        configs = [RegistryConfig(name=host, url=f"{scheme}://{host}") for scheme in schemes]
+    errors = []
+    for config in configs:
+        try:
+            with RegistryClient(config, credentials) as client:
+                manifest, content_type = client.manifest(repository, digest)
+            break
+        except RegistryError as exc:
+            errors.append(str(exc))
+    else:
+        raise dg.Failure(
+            description=f"the manifest of {target.reference} cannot be read: "
+            + "; ".join(errors)
+            + "; nothing was scanned"
+        ) from None
+    return artifact_kind(manifest, content_type)
 
 
 def _deployed_reference(store: BackupStore, digest: str) -> str | None:
@@ -190,6 +242,7 @@ def _findings_markdown(vulnerabilities: "pd.DataFrame", secrets: "pd.DataFrame")
 def _record_metadata(store: BackupStore, record: scan_store.ScanRecord) -> dict:
     """What every materialization says, whether it scanned or reused the last scan."""
     metadata: dict = {
+        "image": record.image or image_name(record.reference),
         "digest": record.digest,
         "reference": record.reference,
         "scanned_at": record.scanned_at,
@@ -217,8 +270,9 @@ def _findings_metadata(vulnerabilities: "pd.DataFrame", secrets: "pd.DataFrame")
         columns=[dg.TableColumn(name, dtype) for name, dtype in VULNERABILITY_COLUMNS.items()]
     )
     return {
+        # No dagster/row_count: a clean image's "Row count 0" reads as an empty asset; the
+        # counts by severity say what was found.
         "dagster/column_schema": schema,
-        "dagster/row_count": dg.MetadataValue.int(len(vulnerabilities)),
         "top_findings": dg.MetadataValue.md(_findings_markdown(vulnerabilities, secrets)),
     }
 
@@ -230,7 +284,8 @@ def _findings_metadata(vulnerabilities: "pd.DataFrame", secrets: "pd.DataFrame")
     kinds={"trivy"},
     tags={"gsv/domain": "scanning"},
     partitions_def=IMAGE_DIGESTS,
-    deps=[trivy_db],
+    # Vault: registry credentials, for the GSV_REGISTRIES entries that keep them there.
+    deps=[trivy_db, vault_storage],
     op_tags={"gsv/trivy-cache": "shared", **pod_sizes.SCAN},
 )
 def image_scan(
@@ -245,7 +300,7 @@ def image_scan(
     """Trivy's vulnerability and secret scan of one image manifest digest (the partition), from
     its registry (credentials and TLS from GSV_REGISTRIES) or an OCI layout, against the shared
     vulnerability DB. The full report (secrets redacted) and its findings frames go to the
-    artefact store under scanning/images/<digest>/; the metadata carries counts by severity,
+    artefact store under `scanning/images/<digest>/`; the metadata carries counts by severity,
     fixable counts, the DB version and a link to the report. A digest already scanned with the
     current DB and scan policy is not scanned again (unless `force`): the materialization then
     says `scanned: false` and names the scan it reuses."""
@@ -293,6 +348,12 @@ def image_scan(
         target = _resolve(known, digest, registries)
     registry = target.registry
     credentials = registries.credentials(registry, vault) if registry else None
+    kind = _not_an_image(target, digest, credentials)
+    if kind is not None:
+        raise dg.Failure(
+            description=f"{target.reference} is not an image but a {kind} (by its manifest's "
+            "media types): not scanned, nothing was recorded"
+        )
     context.log.info(
         f"scanning {target.reference} from {target.describe()} with the DB of {db_updated_at}"
     )
@@ -319,6 +380,7 @@ def image_scan(
         db_metadata=db,
         policy_sha256=policy.sha256,
         duration_seconds=run.seconds,
+        image=config.image.strip() or (last.image if last else ""),
     )
     return dg.MaterializeResult(
         metadata={
@@ -353,78 +415,72 @@ def _judge(
     judge: Callable[[ScanPolicy, "pd.DataFrame", str, str, date], Verdict],
     what: str,
     failing_columns: dict[str, str],
-) -> dg.AssetCheckResult:
-    """In a scan's run: the latest scan of its digest. Run on its own: of every scanned digest.
-    Always against the current policy and today's date (UTC), so an ignore stops covering its
-    finding on the day it expires, without a rescan."""
+) -> Iterator:
+    """In a scan's run: the latest scan of its digest. Run on its own: of every digest, each on
+    its partition (a digest never scanned fails: nothing vouches for it). Always against the
+    current policy and today's date (UTC), so an ignore stops covering its finding on the day it
+    expires, without a rescan."""
     today = datetime.now(UTC).date()
-    partition = context.run.tags.get("dagster/partition")
+    partition = run_partition(context)
     digests = (
         [partition] if partition else context.instance.get_dynamic_partitions(IMAGE_DIGESTS.name)
     )
-    verdicts: dict[str, Verdict] = {}
-    never_scanned = []
+    results = {}
     for digest in digests:
         record = scan_store.latest_scan(store, digest)
         if record is None:
-            never_scanned.append(digest)
+            results[digest] = dg.AssetCheckResult(
+                passed=False,
+                description=f"{digest} has no scan recorded: materialize scanning/image_scan "
+                "for it",
+            )
             continue
         findings = scan_store.read_frame(store, record, frame)
-        verdicts[digest] = judge(policy, findings, record.reference, digest, today)
+        verdict = judge(policy, findings, record.reference, digest, today)
+        results[digest] = _judgement(record, verdict, what, failing_columns, policy, today)
+    yield from per_partition(context, results)
 
-    def joined(part: str) -> "pd.DataFrame":
-        import pandas as pd
 
-        frames = [getattr(v, part).assign(digest=d) for d, v in verdicts.items()]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-    failing, ignored = joined("failing"), joined("ignored")
-    expired = {i for v in verdicts.values() for i in v.expired_ignores}
-    if partition:
-        passed = partition in verdicts and verdicts[partition].passed
-        description = (
-            verdicts[partition].describe(what)
-            if partition in verdicts
-            else f"{partition} has no scan recorded: materialize scanning/image_scan for it"
-        )
-    else:
-        bad = sorted(d for d, v in verdicts.items() if not v.passed)
-        passed = not bad
-        description = (
-            f"{len(bad)} of {len(verdicts)} scanned images: "
-            + "; ".join(f"{d[:19]}: {verdicts[d].describe(what)}" for d in bad[:5])
-            if bad
-            else f"no {what} in {len(verdicts)} scanned images"
-        )
-    digest_column = {} if partition else {"digest": "digest"}
+def _judgement(
+    record: scan_store.ScanRecord,
+    verdict: Verdict,
+    what: str,
+    failing_columns: dict[str, str],
+    policy: ScanPolicy,
+    today: date,
+) -> dg.AssetCheckResult:
     metadata = {
-        "failing": dg.MetadataValue.int(len(failing)),
-        "ignored": dg.MetadataValue.int(len(ignored)),
-        "expired_ignores": dg.MetadataValue.int(len(expired)),
-        "images_judged": dg.MetadataValue.int(len(verdicts)),
+        "image": record.image or image_name(record.reference),
+        "failing": dg.MetadataValue.int(len(verdict.failing)),
+        "ignored": dg.MetadataValue.int(len(verdict.ignored)),
+        "expired_ignores": dg.MetadataValue.int(len(verdict.expired_ignores)),
         "policy_sha256": policy.sha256[:12],
         "judged_on": today.isoformat(),
+        "scanned_at": record.scanned_at,
     }
-    if len(failing):
-        metadata["failing_findings"] = _table(failing, {**digest_column, **failing_columns})
-    if len(ignored):
+    if len(verdict.failing):
+        metadata["failing_findings"] = _table(verdict.failing, failing_columns)
+    if len(verdict.ignored):
         metadata["ignored_findings"] = _table(
-            ignored, {**digest_column, "id": "id", "reason": "reason", "expires": "expires"}
+            verdict.ignored, {"id": "id", "reason": "reason", "expires": "expires"}
         )
-    if expired:
+    if verdict.expired_ignores:
         metadata["expired_ignore_list"] = dg.MetadataValue.md(
             "\n".join(
                 f"- {i.id}: expired on {i.expires} (reason was: {_cell(i.reason)})"
-                for i in sorted(expired, key=lambda i: (i.id, i.expires))
+                for i in sorted(verdict.expired_ignores, key=lambda i: (i.id, i.expires))
             )
         )
-    if never_scanned:
-        metadata["never_scanned"] = dg.MetadataValue.int(len(never_scanned))
-    return dg.AssetCheckResult(passed=passed, description=description, metadata=metadata)
+    return dg.AssetCheckResult(
+        passed=verdict.passed,
+        description=f"{metadata['image']}: {verdict.describe(what)}",
+        metadata=metadata,
+    )
 
 
-@dg.asset_check(
+@partitioned_asset_check(
     asset=image_scan,
+    partitions_def=IMAGE_DIGESTS,
     name=NO_FIXABLE_CRITICAL,
     blocking=True,
     description="No vulnerability at or above the scan policy's fail_on (fixable ones only "
@@ -435,8 +491,8 @@ def no_fixable_critical(
     context: dg.AssetCheckExecutionContext,
     backup_store: BackupStoreResource,
     policies: PoliciesResource,
-) -> dg.AssetCheckResult:
-    return _judge(
+):
+    yield from _judge(
         context,
         backup_store.store(),
         policies.scanning(),
@@ -454,8 +510,9 @@ def no_fixable_critical(
     )
 
 
-@dg.asset_check(
+@partitioned_asset_check(
     asset=image_scan,
+    partitions_def=IMAGE_DIGESTS,
     name=NO_EMBEDDED_SECRETS,
     blocking=True,
     description="No embedded secret (private key, token, password) at or above the scan "
@@ -465,8 +522,8 @@ def no_embedded_secrets(
     context: dg.AssetCheckExecutionContext,
     backup_store: BackupStoreResource,
     policies: PoliciesResource,
-) -> dg.AssetCheckResult:
-    return _judge(
+):
+    yield from _judge(
         context,
         backup_store.store(),
         policies.scanning(),

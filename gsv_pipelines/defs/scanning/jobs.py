@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from gsv_pipelines.defs.scanning.assets import config_scan, trivy_db
 from gsv_pipelines.defs.scanning.image_scan import image_scan
 
 # One digest per run (image_push_sensor and the rescans request them), with the blocking checks
@@ -11,4 +12,17 @@ image_scan_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(image_scan),
     description="Scan one image digest with Trivy (run config: the image's reference) and judge "
     "it against the scan policy.",
+)
+
+# The two daily assets AutomationCondition keeps current have jobs of their own too, so a refresh
+# by hand (or the demo's) runs as a named job with a history.
+trivy_db_job = dg.define_asset_job(
+    "trivy_db_job",
+    selection=dg.AssetSelection.assets(trivy_db),
+    description="Refresh Trivy's vulnerability DB in the shared cache (daily by automation).",
+)
+config_scan_job = dg.define_asset_job(
+    "config_scan_job",
+    selection=dg.AssetSelection.assets(config_scan),
+    description="Scan the project's deploy/ folder with `trivy config` (daily by automation).",
 )

@@ -1,21 +1,22 @@
 """The `usage` group: per-tenant usage, billing, subscriptions, agent performance and quotas.
 
-The platform database (GSV_PLATFORM_DB_URL) is the source: its tables are external assets, so
-lineage starts there. usage/usage_events deduplicates, validates and rolls up each day's events
-(PostgreSQL: one parallel packing scan folded by numpy, duplicates and invalid deliveries read back
-by ctid; SQLite: one SQL query); the five aggregates are pandas over those rollups, read back from
-the warehouse, and the reference tables they need.
+The platform database (GSV_PLATFORM_DB_URL) is the source: the shared source asset
+backups/platform_database (defs/sources.py), so lineage starts there; each asset's
+`source_tables` names the tables it reads. usage/usage_events deduplicates, validates and rolls
+up each day's events (PostgreSQL: one parallel packing scan folded by numpy, duplicates and
+invalid deliveries read back by ctid; SQLite: one SQL query); the five aggregates are pandas over
+those rollups, read back from the warehouse, and the reference tables they need.
 Everything lands in the warehouse (GSV_WAREHOUSE_URL), one day per partition, overwritten in one
 transaction. A run may cover a range of days (the schedule's late-event lookback): each asset then
 writes every day of the range, each in its own transaction, oldest first.
 """
 
 import warnings
-from collections import Counter
 from datetime import date
 
 import dagster as dg
 
+from gsv_pipelines.defs.sources import platform_database
 from gsv_pipelines.defs.usage.partitions import DAILY
 from gsv_pipelines.lib import pod_sizes
 from gsv_pipelines.lib import usage_tables as tables
@@ -24,7 +25,6 @@ from gsv_pipelines.resources.warehouse import WarehouseResource
 
 OWNERS = ["team:platform"]
 TAGS = {"gsv/domain": "usage"}
-SOURCE_KINDS = {"postgres", "sqlite"}
 # Month-to-date figures of a day read the rollups of up to 30 days before it: a backfill runs a
 # day's aggregates once those days' usage_events are done. The first month's days reach before the
 # partitions' start: allowed (a beta parameter, accepted knowingly).
@@ -57,57 +57,37 @@ def column_schema(table: tables.Table) -> dg.TableSchema:
     )
 
 
-def _table_metadata(table: tables.Table) -> dict:
-    return {"dagster/column_schema": column_schema(table), "dagster/table_name": table.name}
-
-
-def _source(name: str, description: str) -> dg.AssetSpec:
-    return dg.AssetSpec(
-        ["usage", f"platform_{name}"],
-        description=f"The platform database's `{name}` table (GSV_PLATFORM_DB_URL). {description}",
-        group_name="usage",
-        owners=OWNERS,
-        kinds=SOURCE_KINDS,
-        tags=TAGS,
-    )
-
-
-platform_usage_events = _source(
-    "usage_events",
-    "Raw deliveries of agent calls: (source, event_id) identifies an event, which a source may "
-    "deliver more than once; occurred_at is when it happened, received_at when it was stored.",
-)
-platform_tenants = _source("tenants", "The marketplace's tenants.")
-platform_agents = _source("agents", "The agents (name, model provider).")
-platform_plans = _source(
-    "plans", "Price plans: monthly price, included calls and tokens, overage prices."
-)
-platform_subscriptions = _source(
-    "subscriptions", "Which tenant is on which plan, from started_at to ended_at."
-)
+def _table_metadata(table: tables.Table, *source_tables: str) -> dict:
+    """The table the asset writes, and the platform database's tables it reads."""
+    return {
+        "dagster/column_schema": column_schema(table),
+        "dagster/table_name": table.name,
+        "source_tables": ", ".join(source_tables),
+    }
 
 
 def _days(context: dg.AssetExecutionContext) -> list[date]:
     return [date.fromisoformat(key) for key in context.partition_keys]
 
 
-def _rows_metadata(rows_by_day: dict[date, dict[str, int]], table: tables.Table) -> dict:
-    return {
-        "dagster/row_count": dg.MetadataValue.int(sum(r[table.name] for r in rows_by_day.values())),
-        "days": dg.MetadataValue.int(len(rows_by_day)),
-    }
+def _table(counts: dict[str, int], label: str) -> dg.MetadataValue:
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(label, "string"), dg.TableColumn("events", "int")]
+    )
+    records = [dg.TableRecord({label: k, "events": int(v)}) for k, v in sorted(counts.items())]
+    return dg.MetadataValue.table(records=records, schema=schema)
 
 
 @dg.asset(
     key=["usage", "usage_events"],
     group_name="usage",
     partitions_def=DAILY,
-    deps=[platform_usage_events, platform_tenants, platform_agents],
+    deps=[platform_database],
     owners=OWNERS,
     kinds={"postgres", "sql", "pandas"},
     tags=TAGS,
     op_tags=pod_sizes.USAGE_EXTRACT,
-    metadata=_table_metadata(tables.EVENT_ROLLUP),
+    metadata=_table_metadata(tables.EVENT_ROLLUP, "usage_events", "tenants", "agents"),
 )
 def usage_events(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
@@ -128,13 +108,10 @@ def usage_events(
 
     from gsv_pipelines.lib import usage_extract
 
-    totals: Counter = Counter()
-    reasons: Counter = Counter()
-    rows_by_day, seconds = {}, 0.0
     for day in _days(context):
         extract = usage_extract.extract_day(platform_db.url, day)
         stats = pd.DataFrame([{"day": day, **extract.stats}])
-        rows_by_day[day] = warehouse.write_partition(
+        rows = warehouse.write_partition(
             day,
             {
                 tables.EVENT_ROLLUP: extract.rollup,
@@ -144,9 +121,18 @@ def usage_events(
             },
         )
         counts = {k: v for k, v in extract.stats.items() if isinstance(v, int)}
-        totals.update(counts)
-        reasons.update(extract.quarantined_by_reason)
-        seconds += extract.seconds
+        context.add_asset_metadata(
+            {
+                # The events counted: the asset is the day's events, whatever its tables hold.
+                "dagster/row_count": dg.MetadataValue.int(counts["valid_events"]),
+                **{name: dg.MetadataValue.int(value) for name, value in sorted(counts.items())},
+                "quarantined_by_reason": _table(extract.quarantined_by_reason, "reason"),
+                "rollup_rows": dg.MetadataValue.int(rows[tables.EVENT_ROLLUP.name]),
+                "sketch_rows": dg.MetadataValue.int(rows[tables.LATENCY_SKETCH.name]),
+                "extract_seconds": dg.MetadataValue.float(round(extract.seconds, 3)),
+            },
+            partition_key=day.isoformat(),
+        )
         context.log.info(
             f"{day}: {counts['deliveries']} deliveries, {counts['events']} events "
             f"({counts['duplicate_deliveries']} duplicate deliveries), "
@@ -157,17 +143,8 @@ def usage_events(
                 f"{day}: {counts['quarantined_events']} events quarantined in usage_quarantine: "
                 + ", ".join(f"{k} {v}" for k, v in extract.quarantined_by_reason.items())
             )
-    return dg.MaterializeResult(
-        metadata={
-            **_rows_metadata(rows_by_day, tables.EVENT_ROLLUP),
-            **{name: dg.MetadataValue.int(value) for name, value in sorted(totals.items())},
-            "quarantined_by_reason": dg.MetadataValue.json(dict(sorted(reasons.items()))),
-            "sketch_rows": dg.MetadataValue.int(
-                sum(r[tables.LATENCY_SKETCH.name] for r in rows_by_day.values())
-            ),
-            "extract_seconds": dg.MetadataValue.float(round(seconds, 3)),
-        }
-    )
+    # Each day's figures on that day's partition (a range run materializes every day of it).
+    return dg.MaterializeResult()
 
 
 def _aggregate(
@@ -177,24 +154,29 @@ def _aggregate(
     table: tables.Table,
     compute,
     reference_tables: tuple[str, ...],
+    figures=None,
 ) -> dg.MaterializeResult:
-    """Compute `table` for each day of the run and write it; metadata from the frames."""
+    """Compute `table` for each day of the run and write it; each day's figures (`figures(day,
+    frame)`, default the table's sums) on that day's partition."""
     from gsv_pipelines.lib import usage_extract
 
     reference = usage_extract.read_reference(platform_db.url, reference_tables)
-    rows_by_day, frames = {}, []
     for day in _days(context):
         frame = compute(day, reference)
-        rows_by_day[day] = warehouse.write_partition(day, {table: frame})
-        frames.append(frame)
+        rows = warehouse.write_partition(day, {table: frame})
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": dg.MetadataValue.int(rows[table.name]),
+                **(figures(day, frame) if figures else _figures(table, frame)),
+            },
+            partition_key=day.isoformat(),
+        )
         context.log.info(f"{day}: {len(frame)} rows in {table.name}")
-    return dg.MaterializeResult(
-        metadata={**_rows_metadata(rows_by_day, table), **_figures(table, frames[-1])}
-    )
+    return dg.MaterializeResult()
 
 
 def _figures(table: tables.Table, frame) -> dict:
-    """A few figures of the last day, for the UI's plots."""
+    """A few figures of the day, for the UI's plots: sums over the table's rows."""
     if frame.empty:
         return {}
     sums = {
@@ -228,21 +210,22 @@ _PLANS = ("plans", "subscriptions")
 _USAGE_DEP = dg.AssetDep(["usage", "usage_events"], partition_mapping=MONTH_TO_DATE)
 
 
-def _aggregate_asset(table: tables.Table, *deps):
-    """The decorator of an aggregate: a daily usage asset writing `table`, keyed by its name."""
+def _aggregate_asset(table: tables.Table, *deps, source_tables: tuple[str, ...]):
+    """The decorator of an aggregate: a daily usage asset writing `table`, keyed by its name,
+    reading `source_tables` of the platform database."""
     return dg.asset(
         key_prefix="usage",
         group_name="usage",
         partitions_def=DAILY,
-        deps=list(deps),
+        deps=[*deps, platform_database],
         owners=OWNERS,
         kinds={"pandas", "postgres"},
         tags=TAGS,
-        metadata=_table_metadata(table),
+        metadata=_table_metadata(table, *source_tables),
     )
 
 
-@_aggregate_asset(tables.TENANT_USAGE, _USAGE_DEP, platform_tenants)
+@_aggregate_asset(tables.TENANT_USAGE, _USAGE_DEP, source_tables=("tenants",))
 def tenant_usage(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -256,7 +239,7 @@ def tenant_usage(
     return _aggregate(context, platform_db, warehouse, tables.TENANT_USAGE, compute, ("tenants",))
 
 
-@_aggregate_asset(tables.AGENT_PERFORMANCE, _USAGE_DEP, platform_agents)
+@_aggregate_asset(tables.AGENT_PERFORMANCE, _USAGE_DEP, source_tables=("agents",))
 def agent_performance(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -272,12 +255,35 @@ def agent_performance(
             day, _month_rollup(warehouse, day), sketch, reference["agents"]
         )
 
+    def figures(day, frame) -> dict:
+        """The day's error rate and latency percentiles over every agent's calls (the merged
+        sketches), and the worst agent's: what the agent-performance plots show."""
+        if frame.empty:
+            return {}
+        sketch = warehouse.read(tables.LATENCY_SKETCH, day, day)
+        overall = usage_metrics.day_latency(sketch)
+        calls, errors = int(frame["calls"].sum()), int(frame["errors"].sum())
+        return {
+            **_figures(tables.AGENT_PERFORMANCE, frame),
+            "error_rate": dg.MetadataValue.float(round(errors / calls, 4)),
+            **{
+                f"latency_{name}_ms": dg.MetadataValue.float(round(value, 1))
+                for name, value in overall.items()
+            },
+            "worst_agent_error_rate": dg.MetadataValue.float(
+                round(float(frame["error_rate"].max()), 4)
+            ),
+            "worst_agent_latency_p95_ms": dg.MetadataValue.float(
+                round(float(frame["latency_p95_ms"].max()), 1)
+            ),
+        }
+
     return _aggregate(
-        context, platform_db, warehouse, tables.AGENT_PERFORMANCE, compute, ("agents",)
+        context, platform_db, warehouse, tables.AGENT_PERFORMANCE, compute, ("agents",), figures
     )
 
 
-@_aggregate_asset(tables.BILLING, _USAGE_DEP, platform_plans, platform_subscriptions)
+@_aggregate_asset(tables.BILLING, _USAGE_DEP, source_tables=_PLANS)
 def billing(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -295,7 +301,7 @@ def billing(
     return _aggregate(context, platform_db, warehouse, tables.BILLING, compute, _PLANS)
 
 
-@_aggregate_asset(tables.SUBSCRIPTION_METRICS, platform_plans, platform_subscriptions)
+@_aggregate_asset(tables.SUBSCRIPTION_METRICS, source_tables=_PLANS)
 def subscription_metrics(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -312,7 +318,7 @@ def subscription_metrics(
     return _aggregate(context, platform_db, warehouse, tables.SUBSCRIPTION_METRICS, compute, _PLANS)
 
 
-@_aggregate_asset(tables.QUOTA_STATUS, _USAGE_DEP, platform_plans, platform_subscriptions)
+@_aggregate_asset(tables.QUOTA_STATUS, _USAGE_DEP, source_tables=_PLANS)
 def quota_status(
     context: dg.AssetExecutionContext, platform_db: DatabaseResource, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

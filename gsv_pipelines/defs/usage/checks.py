@@ -1,16 +1,18 @@
-"""Checks beside the usage assets: reconciliation of the warehouse with the source's count, and
-the two usage alerts (thresholds from the usage policy, PoliciesResource.usage()).
+"""Checks beside the usage assets, per day: reconciliation of the warehouse with the source's
+count, and the two usage alerts (thresholds from the usage policy, PoliciesResource.usage()).
 
-In an asset's run they judge that run's days (a partition, or the schedule's range); run on their
-own they judge the last partition. HighErrorRate and QuotaExceeded are alerts about the platform,
-not failures of the pipeline: they fail with severity WARN and do not block anything; the alerts
-domain sends them as warnings (check_failure_alert_sensor, routed by the alerts policy).
+In an asset's run they judge that run's days (a partition, or the schedule's range), each day on
+its own partition; run on their own they judge the last partition. HighErrorRate and
+QuotaExceeded are alerts about the platform, not failures of the pipeline: they fail with
+severity WARN and do not block anything; the alerts domain sends them as warnings
+(check_failure_alert_sensor, routed by the alerts policy).
 """
 
 from datetime import date
 
 import dagster as dg
 
+from gsv_pipelines.defs.partitioned_checks import partitioned_asset_check, per_partition
 from gsv_pipelines.defs.usage.assets import agent_performance, quota_status, usage_events
 from gsv_pipelines.defs.usage.partitions import DAILY
 from gsv_pipelines.lib import usage_tables as tables
@@ -45,8 +47,9 @@ def run_days(context: dg.AssetCheckExecutionContext) -> list[date]:
     return [date.fromisoformat(k) for k in keys]
 
 
-@dg.asset_check(
+@partitioned_asset_check(
     asset=usage_events,
+    partitions_def=DAILY,
     name=EVENTS_RECONCILED,
     blocking=True,
     description="Events counted in the warehouse (valid in usage_event_rollup + quarantined) "
@@ -54,43 +57,39 @@ def run_days(context: dg.AssetCheckExecutionContext) -> list[date]:
     "in the source apart from the aggregation (PostgreSQL: from the events' keys; SQLite: a "
     "DISTINCT count), in the same snapshot: nothing double-counted, nothing lost.",
 )
-def events_reconciled(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    problems, counted_total, source_total = [], 0, 0
-    days = run_days(context)
-    for day in days:
-        stats = warehouse.read(tables.EVENT_STATS, day, day)
-        if stats.empty:
-            problems.append(f"{day}: no extraction recorded")
-            continue
-        rollup = warehouse.read(tables.EVENT_ROLLUP, day, day)
-        quarantine = warehouse.read(tables.QUARANTINE, day, day)
-        counted = int(rollup["events"].sum()) + len(quarantine)
-        row = stats.iloc[0]
-        recorded = int(row["valid_events"]) + int(row["quarantined_events"])
-        source = int(row["events"])
-        counted_total += counted
-        source_total += source
-        if not counted == recorded == source:
-            problems.append(
-                f"{day}: {counted} events in the warehouse, {recorded} recorded by the "
-                f"extraction, {source} distinct in the source"
-            )
+def events_reconciled(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+    yield from per_partition(
+        context, {day.isoformat(): _reconciled(warehouse, day) for day in run_days(context)}
+    )
+
+
+def _reconciled(warehouse: WarehouseResource, day: date) -> dg.AssetCheckResult:
+    stats = warehouse.read(tables.EVENT_STATS, day, day)
+    if stats.empty:
+        return dg.AssetCheckResult(passed=False, description=f"{day}: no extraction recorded")
+    rollup = warehouse.read(tables.EVENT_ROLLUP, day, day)
+    quarantine = warehouse.read(tables.QUARANTINE, day, day)
+    counted = int(rollup["events"].sum()) + len(quarantine)
+    row = stats.iloc[0]
+    recorded = int(row["valid_events"]) + int(row["quarantined_events"])
+    source = int(row["events"])
+    passed = counted == recorded == source
     return dg.AssetCheckResult(
-        passed=bool(days) and not problems,
-        description="; ".join(problems)
-        or f"{len(days)} day(s): {counted_total} events counted = distinct events in the source",
+        passed=passed,
+        description=f"{day}: {counted} events counted = distinct events in the source"
+        if passed
+        else f"{day}: {counted} events in the warehouse, {recorded} recorded by the "
+        f"extraction, {source} distinct in the source",
         metadata={
-            "days_checked": dg.MetadataValue.int(len(days)),
-            "events_counted": dg.MetadataValue.int(counted_total),
-            "source_distinct_events": dg.MetadataValue.int(source_total),
+            "events_counted": dg.MetadataValue.int(counted),
+            "source_distinct_events": dg.MetadataValue.int(source),
         },
     )
 
 
-@dg.asset_check(
+@partitioned_asset_check(
     asset=agent_performance,
+    partitions_def=DAILY,
     name=AGENT_ERROR_RATE,
     description="HighErrorRate: no agent fails (error or timeout) more than the usage policy's "
     "max_error_rate (5%) of its calls in a day, counting agents with at least min_calls (100); "
@@ -100,23 +99,31 @@ def agent_error_rate(
     context: dg.AssetCheckExecutionContext,
     warehouse: WarehouseResource,
     policies: PoliciesResource,
-) -> dg.AssetCheckResult:
+):
     policy = policies.usage()
     days = run_days(context)
     frame = warehouse.read(tables.AGENT_PERFORMANCE, min(days), max(days)) if days else None
+    results = {}
+    for day in days:
+        rows = frame[frame["day"] == day] if frame is not None and not frame.empty else None
+        results[day.isoformat()] = _error_rates(day, rows, policy)
+    yield from per_partition(context, results)
+
+
+def _error_rates(day: date, frame, policy) -> dg.AssetCheckResult:
     if frame is None or frame.empty:
-        return dg.AssetCheckResult(passed=True, description="no agent calls in these days")
+        return dg.AssetCheckResult(passed=True, description=f"{day}: no agent calls")
     eligible = frame[frame["calls"] >= policy.min_calls]
     high = eligible[eligible["error_rate"] > policy.max_error_rate]
     alerts = [
         f"HighErrorRate {r.agent_id} on {r.day}: {r.error_rate:.1%} of {r.calls} calls failed"
-        for r in high.sort_values(["day", "agent_id"]).itertuples()
+        for r in high.sort_values("agent_id").itertuples()
     ]
     return dg.AssetCheckResult(
         passed=not alerts,
         severity=dg.AssetCheckSeverity.WARN,
         description=listed(alerts, tables.AGENT_PERFORMANCE.name)
-        or f"{len(eligible)} agent-day(s) with >= {policy.min_calls} calls, all at or under "
+        or f"{day}: {len(eligible)} agent(s) with >= {policy.min_calls} calls, all at or under "
         f"{policy.max_error_rate:.0%} errors",
         metadata={
             "agents_checked": dg.MetadataValue.int(len(eligible)),
@@ -129,11 +136,12 @@ def agent_error_rate(
     )
 
 
-@dg.asset_check(
+@partitioned_asset_check(
     asset=quota_status,
+    partitions_def=DAILY,
     name=QUOTA_EXCEEDED,
     description="QuotaExceeded: no tenant first reaches the usage policy's quota_alert_pct "
-    "(100%) of its plan's included calls or tokens this month on these days (each threshold "
+    "(100%) of its plan's included calls or tokens this month on the day (each threshold "
     "alerts once a month, on the day it is crossed); the policy is GSV_USAGE_POLICY's file, "
     "else gsv_pipelines/policies/usage.yaml.",
 )
@@ -141,24 +149,32 @@ def quota_exceeded(
     context: dg.AssetCheckExecutionContext,
     warehouse: WarehouseResource,
     policies: PoliciesResource,
-) -> dg.AssetCheckResult:
+):
     policy = policies.usage()
     days = run_days(context)
     frame = warehouse.read(tables.QUOTA_STATUS, min(days), max(days)) if days else None
+    results = {}
+    for day in days:
+        rows = frame[frame["day"] == day] if frame is not None and not frame.empty else None
+        results[day.isoformat()] = _quotas(day, rows, policy)
+    yield from per_partition(context, results)
+
+
+def _quotas(day: date, frame, policy) -> dg.AssetCheckResult:
     if frame is None or frame.empty:
-        return dg.AssetCheckResult(passed=True, description="no tenant with a plan")
+        return dg.AssetCheckResult(passed=True, description=f"{day}: no tenant with a plan")
     crossed = frame[frame["crossed"].notna() & (frame["crossed"] >= policy.quota_alert_pct)]
     alerts = [
         f"QuotaExceeded {r.tenant_id} ({r.plan_id}) on {r.day}: {r.usage_pct:.1f}% of the "
         f"included usage, crossed {int(r.crossed)}%"
-        for r in crossed.sort_values(["day", "tenant_id"]).itertuples()
+        for r in crossed.sort_values("tenant_id").itertuples()
     ]
     over = frame[frame["level"] >= policy.quota_alert_pct]
     return dg.AssetCheckResult(
         passed=not alerts,
         severity=dg.AssetCheckSeverity.WARN,
         description=listed(alerts, tables.QUOTA_STATUS.name)
-        or f"no tenant newly at or over {policy.quota_alert_pct}% "
+        or f"{day}: no tenant newly at or over {policy.quota_alert_pct}% "
         f"({over['tenant_id'].nunique()} already over this month)",
         metadata={
             "tenants_checked": dg.MetadataValue.int(int(frame["tenant_id"].nunique())),

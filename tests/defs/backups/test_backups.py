@@ -88,10 +88,16 @@ def test_both_collections_and_the_database_are_backed_up_verified_and_fresh(worl
                 "qdrant_backup:backup_verified": True,
                 "qdrant_backup:backup_fresh": True,
             }
+            # Each collection's checks on its own partition, not one verdict for the asset.
+            partitions = {e.partition for e in result.get_asset_check_evaluations()}
+            assert partitions == {f"{name}|{TODAY}"}
             metadata = result.asset_materializations_for_node("backups__qdrant_backup")[0].metadata
-            assert metadata["points"].value == points
+            # Figures named per collection, so each collection's plot is a line of its own.
+            assert metadata[f"{name} points"].value == points
             assert metadata["method"].value == "export"
-            assert metadata["bytes"].value > 0
+            assert metadata[f"{name} bytes"].value > 0
+            plotted = [k for k, v in metadata.items() if isinstance(v, dg.IntMetadataValue)]
+            assert plotted and all(k.startswith(f"{name} ") for k in plotted)
         db = dg.materialize(
             DATABASE,
             partition_key=TODAY,
@@ -134,6 +140,8 @@ def test_a_flipped_byte_fails_backup_verified(world):
         [evaluation] = check.get_asset_check_evaluations()
         assert evaluation.passed is False
         assert evaluation.description == "points.parquet: SHA-256 differs from the manifest"
+        # On the partition the backup was taken for, not on none.
+        assert evaluation.partition == f"agent_memory_a|{TODAY}"
 
 
 def test_backup_fresh_on_its_own_judges_every_collection(world, tmp_path):
@@ -150,10 +158,13 @@ def test_backup_fresh_on_its_own_judges_every_collection(world, tmp_path):
             resources=world["resources"],
             raise_on_error=False,
         )
-        [fresh] = hourly.get_asset_check_evaluations()
-        assert fresh.passed is False
-        assert fresh.description == "agent_memory_b: no backup"
-        assert fresh.metadata["targets"].value == 2
+        # Each collection on today's partition: which one is stale shows on its own.
+        judged = {
+            e.partition: (e.passed, e.description) for e in hourly.get_asset_check_evaluations()
+        }
+        assert judged[f"agent_memory_b|{TODAY}"] == (False, "agent_memory_b: no backup")
+        assert judged[f"agent_memory_a|{TODAY}"][0] is True
+        assert len(judged) == 2
 
 
 def test_a_past_day_can_be_backfilled(world):
@@ -291,10 +302,10 @@ def test_a_backup_older_than_the_rpo_is_stale(tmp_path):
         consistency_point=old.isoformat(),
     )
     manifests.commit(store, draft)
-    result = _freshness(store, "qdrant", {"agent_memory_a": 26})
+    result = _freshness(store, "qdrant", "agent_memory_a", 26)
     assert result.passed is False
     assert result.description == "agent_memory_a: newest backup 30.0 h old, RPO 26 h"
-    assert _freshness(store, "qdrant", {"agent_memory_a": 31}).passed is True
+    assert _freshness(store, "qdrant", "agent_memory_a", 31).passed is True
 
 
 def test_a_vault_raft_snapshot_is_backed_up_and_verified(world, openbao_raft):

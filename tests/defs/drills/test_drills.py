@@ -417,6 +417,7 @@ def test_restore_job_refuses_without_confirmation_and_changes_nothing(world):
                         "config": {
                             "target": f"platform_db/{world['database']}",
                             "destination": world["database"],
+                            "dry_run": False,
                         }
                     }
                 }
@@ -464,14 +465,15 @@ def test_a_dry_run_changes_nothing(world, postgres):
             destination="agent_memory_a",
             dry_run=True,
         )
+        # dry_run unsaid: what the launchpad scaffolds, a dry run.
         database = _restore(
             instance,
             world,
             target=f"platform_db/{world['database']}",
             destination=world["database"],
-            dry_run=True,
         )
     assert collection.success and database.success
+    assert _output_metadata(database)["mode"].value == "dry_run"
     metadata = _output_metadata(collection)
     assert metadata["mode"].value == "dry_run" and metadata["result"].value == "verified"
     assert metadata["destination"].value.startswith(PREFIX)
@@ -509,6 +511,7 @@ def test_a_restore_over_a_populated_destination_keeps_a_safety_backup(world, pos
             world,
             target=f"platform_db/{world['database']}",
             destination=world["database"],
+            dry_run=False,
             confirm=world["database"],
         )
         collection = _restore(
@@ -519,6 +522,7 @@ def test_a_restore_over_a_populated_destination_keeps_a_safety_backup(world, pos
             backup_id=manifests.list_backups(world["store"], "qdrant", "agent_memory_b")[
                 0
             ].backup_id,
+            dry_run=False,
             confirm="agent_memory_b",
         )
 

@@ -68,6 +68,8 @@ def world(tmp_path):
 
 
 def _restore(world, **config) -> dg.ExecuteInProcessResult:
+    """A real restore (restore_job's default is a dry run)."""
+    config = {"dry_run": False, **config}
     return (
         load_defs()
         .resolve_job_def("restore_job")

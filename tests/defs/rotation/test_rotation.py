@@ -98,6 +98,9 @@ def test_inventory_check_rotate_now_and_no_value_leaks(setup, capfd):
         assert evaluation.description.startswith("qdrant-api-key: 100.0 days old")
         metadata = first.asset_materializations_for_node("rotation__secret_inventory")[0].metadata
         assert metadata["overdue"].value == 1 and metadata["secrets"].value == 2
+        # A table to read, one row per secret.
+        rows = {r.data["secret"]: r.data for r in metadata["inventory"].value.records}
+        assert rows["qdrant-api-key"]["overdue"] is True and rows["webhook-hmac"]["version"] == 1
 
         # The due secret rotates without force; the fresh one is left alone unless forced.
         runs = []

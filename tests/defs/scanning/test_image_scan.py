@@ -380,13 +380,16 @@ def test_a_reference_that_does_not_name_the_partition_is_refused(
         assert not _latest(env, digest).exists()
 
 
-def test_the_gates_run_on_their_own_judge_every_scanned_digest(env, planted_image, tmp_path):
+def test_the_gates_run_on_their_own_judge_every_digest_on_its_partition(
+    env, planted_image, tmp_path
+):
     layout = tmp_path / "clean"
     clean = build_alpine_image(layout, "clean", [("zlib", "1.3.1-r0", "zlib")])
+    never = "sha256:" + "1" * 64
     with dg.instance_for_test() as instance:
         _materialize(instance, env, planted_image["digest"], planted_image["reference"])
         assert _materialize(instance, env, clean, f"oci:{layout}").success
-        instance.add_dynamic_partitions(IMAGE_DIGESTS.name, ["sha256:" + "1" * 64])
+        instance.add_dynamic_partitions(IMAGE_DIGESTS.name, [never])
         result = dg.materialize(
             ASSETS,
             instance=instance,
@@ -394,12 +397,24 @@ def test_the_gates_run_on_their_own_judge_every_scanned_digest(env, planted_imag
             selection=dg.AssetSelection.checks(no_fixable_critical),
             raise_on_error=False,
         )
-        [check] = result.get_asset_check_evaluations()
-        assert not check.passed
-        assert check.description.startswith("1 of 2 scanned images: sha256:")
-        assert check.metadata["never_scanned"].value == 1
-        [failing] = check.metadata["failing_findings"].value.records
-        assert failing.data["digest"] == planted_image["digest"]
+    checks = {e.partition: e for e in result.get_asset_check_evaluations()}
+    assert {digest: e.passed for digest, e in checks.items()} == {
+        planted_image["digest"]: False,
+        clean: True,
+        never: False,
+    }
+    planted = checks[planted_image["digest"]]
+    assert planted.description.endswith("1 vulnerabilities failing the scan policy: CVE-2099-0001")
+    assert planted.description.startswith(planted.metadata["image"].value)
+    [failing] = planted.metadata["failing_findings"].value.records
+    assert failing.data["id"] == "CVE-2099-0001"
+    assert checks[clean].description == "oci:clean: no vulnerabilities failing the scan policy"
+    assert "has no scan recorded" in checks[never].description
+    # The run fails on the gate, saying which images and why, not with Dagster's traceback.
+    [failure] = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    assert error.cls_name == "Failure"
+    assert "CVE-2099-0001" in error.message and "has no scan recorded" in error.message
 
 
 # --- a registry that wants credentials, kept in Vault ------------------------------------------
@@ -458,11 +473,12 @@ def test_registry_credentials_come_from_vault_and_go_nowhere_else(
     binary, calls = _counting_wrapper(tmp_path, trivy_bin)
     trivy = TrivyResource(binary=binary, cache_dir=str(env["cache"]), timeout_seconds=120)
     with dg.instance_for_test() as instance:
-        # Not listed: scanned anonymously, which this registry refuses.
+        # Not listed: read anonymously, which this registry refuses (its manifest, read to tell
+        # an image from an artifact, before Trivy runs).
         refused, result = _refused_then_scanned(
             instance, env, digest, reference, listed, trivy, vault=vault
         )
-        assert "UNAUTHORIZED" in refused
+        assert "the registry requires credentials (none configured)" in refused
         metadata = _metadata(result)
         assert (metadata["scanned"], metadata["source"]) == (True, "registry private")
         record = scan_store.latest_scan(env["store"], digest)
@@ -472,7 +488,7 @@ def test_registry_credentials_come_from_vault_and_go_nowhere_else(
         logged = [str(entry) for entry in instance.all_logs(result.run_id)]
         assert logged and not any(PASSWORD in entry for entry in logged)
     # Trivy got them in its environment: its command lines (the wrapper's log) never held them.
-    assert _calls(calls) == 2
+    assert _calls(calls) == 1
     assert PASSWORD not in calls.read_text()
     for path in Path(env["store"].root).rglob("*"):
         assert not path.is_file() or PASSWORD.encode() not in path.read_bytes()

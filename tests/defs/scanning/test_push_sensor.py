@@ -113,9 +113,14 @@ def test_a_push_becomes_a_partition_and_a_scan_keyed_by_its_digest(
     [request] = result.run_requests
     assert (request.run_key, request.partition_key) == (digest, digest)
     assert request.run_config == {
-        "ops": {"scanning__image_scan": {"config": {"reference": reference}}}
+        "ops": {
+            "scanning__image_scan": {
+                "config": {"reference": reference, "image": f"{prefix}/api:1.0"}
+            }
+        }
     }
-    assert request.tags["gsv/image"] == reference
+    assert request.tags["gsv/image"] == f"{prefix}/api:1.0"
+    assert request.tags["gsv/scan-attempt"] == "1"
     [add] = result.dynamic_partitions_requests
     assert (add.partitions_def_name, list(add.partition_keys)) == (IMAGE_DIGESTS.name, [digest])
     assert load_cursor(result.cursor) == {"local": {f"{prefix}/api": {"1.0": digest}}}
@@ -320,7 +325,9 @@ def test_credentials_from_the_environment_open_a_basic_auth_registry(
     assert "HTTP 401" in str(refused.value) and "refused the credentials" in str(refused.value)
     assert "not-the-password-55c0" not in str(refused.value)
     assert scanned(result) == [basic_auth_registry["digest"]]
-    assert result.run_requests[0].tags["gsv/image"] == (
+    [request] = result.run_requests
+    assert request.tags["gsv/image"] == "private/app:1.0"
+    assert request.run_config["ops"]["scanning__image_scan"]["config"]["reference"] == (
         f"{basic_auth_registry['host']}/private/app@{basic_auth_registry['digest']}"
     )
 

@@ -248,3 +248,25 @@ def test_a_day_without_deployed_images_fails_clearly(world):
     assert "materialize scanning/deployed_images for 2026-03-05 first" in str(
         failure.step_failure_data.user_failure_data or failure.step_failure_data.error
     )
+
+
+def test_the_workloads_read_on_a_1600_px_screen(world):
+    # A demo-like inventory: images from OCI layouts deep in a data folder.
+    layout = "oci:" + "/home/operator/projects/gsv-platform/.gsv/images" * 2 + "/agent-runtime"
+    world["inventory"].write_text(
+        f'- {{namespace: agents, workload: agent-runtime, image: "{layout}@{API}"}}\n'
+    )
+    store_scan(world["store"], API, "debian-buster", datetime(2026, 3, 1, 2, tzinfo=UTC), "x")
+    metadata = report_metadata(run_day(world, "2026-03-01"))
+    section = metadata["report"].split("## Workloads", 1)[1].split("\n## ", 1)[0]
+    header, _, row = [line for line in section.splitlines() if line.startswith("|")][:3]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    # The verdict right after the workload, before the long cells.
+    assert columns[:4] == ["namespace", "workload", "container", "verdict"]
+    assert columns.index("verdict") < columns.index("image") < columns.index("why")
+    # No cell holds a word the table cannot wrap (a path, a whole digest).
+    assert max(len(word) for word in row.replace("|", " ").split()) <= 40
+    assert "oci:agent-runtime" in row
+    [table] = metadata["workloads_table"].records
+    assert list(table.data)[:4] == ["namespace", "workload", "container", "verdict"]
+    assert table.data["image"] == "oci:agent-runtime"

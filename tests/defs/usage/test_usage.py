@@ -113,11 +113,24 @@ def test_both_days_materialize_with_their_checks(materialized):
     assert metadata["events"].value == 37
     assert metadata["duplicate_deliveries"].value == 3
     assert metadata["quarantined_events"].value == 6
-    assert metadata["dagster/row_count"].value == 4
-    assert metadata["quarantined_by_reason"].value == dict.fromkeys(tables.REASONS, 1)
+    # The row count of the day's events is the events counted, not the rollup's rows.
+    assert metadata["dagster/row_count"].value == metadata["valid_events"].value == 31
+    assert metadata["rollup_rows"].value == 4
+    quarantined = metadata["quarantined_by_reason"].value.records
+    assert {r.data["reason"]: r.data["events"] for r in quarantined} == dict.fromkeys(
+        tables.REASONS, 1
+    )
+    assert "days" not in metadata
     for node in ("tenant_usage", "agent_performance", "billing", "quota_status"):
         md = second.asset_materializations_for_node(f"usage__{node}")[0].metadata
         assert md["dagster/row_count"].value == 3 if node != "agent_performance" else 2
+    performance = second.asset_materializations_for_node("usage__agent_performance")[0].metadata
+    frame = _table(materialized["world"], tables.AGENT_PERFORMANCE)
+    assert performance["error_rate"].value == round(frame["errors"].sum() / frame["calls"].sum(), 4)
+    assert performance["worst_agent_error_rate"].value == round(frame["error_rate"].max(), 4)
+    # Over every agent's calls: between the agents' own p95s.
+    p95 = performance["latency_p95_ms"].value
+    assert frame["latency_p95_ms"].min() - 0.1 <= p95 <= frame["latency_p95_ms"].max() + 0.1
 
 
 def test_tenant_usage(materialized):
@@ -249,6 +262,19 @@ def test_a_run_over_a_range_writes_every_day(world):
             },
         )
     assert result.success
+    # Each day of the range carries its own figures, not the range's.
+    events = {
+        m.partition: m.metadata["events"].value
+        for m in result.asset_materializations_for_node("usage__usage_events")
+    }
+    assert events == {"2026-03-02": 11, "2026-03-03": 37}
+    # Every check judged each day of the range on that day's partition.
+    judged = sorted((e.check_name, e.partition) for e in result.get_asset_check_evaluations())
+    assert judged == [
+        (name, day)
+        for name in ("agent_error_rate", "events_reconciled", "quota_exceeded")
+        for day in ("2026-03-02", "2026-03-03")
+    ]
     stats = read(world["warehouse"], tables.EVENT_STATS, crafted.PREVIOUS_DAY, crafted.DAY)
     assert sorted(zip(stats["day"], stats["events"], strict=True)) == [
         (crafted.PREVIOUS_DAY, 11),
@@ -307,7 +333,9 @@ def test_a_usage_policy_file_moves_the_error_rate_threshold(tmp_path):
         _error_rate_world(tmp_path, "max_error_rate: 0.07\nmin_calls: 100\n")
     )
     assert evaluation.passed
-    assert evaluation.description == "2 agent-day(s) with >= 100 calls, all at or under 7% errors"
+    assert evaluation.description == (
+        "2026-03-05: 2 agent(s) with >= 100 calls, all at or under 7% errors"
+    )
     assert evaluation.metadata["threshold"].value == 0.07
 
 
