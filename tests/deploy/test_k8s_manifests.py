@@ -624,10 +624,15 @@ def test_the_exporter_is_reached_from_prometheus_only(base):
     [port] = container["ports"]
     assert rule["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}]
     [peer] = rule["from"]
-    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert peer["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+    }
     assert _selects(peer["podSelector"], PROMETHEUS_POD)
     # Not Grafana or Alertmanager beside it, nor anything of the `dagster` namespace.
-    grafana = {"app.kubernetes.io/name": "grafana", "app.kubernetes.io/instance": "kube-prometheus-stack"}
+    grafana = {
+        "app.kubernetes.io/name": "grafana",
+        "app.kubernetes.io/instance": "kube-prometheus-stack",
+    }
     alertmanager = {**PROMETHEUS_POD, "app.kubernetes.io/name": "alertmanager"}
     for other in (grafana, alertmanager, *pods.values()):
         assert not _selects(peer["podSelector"], other)
@@ -709,7 +714,10 @@ def _uses_the_notifier(definitions: dg.Definitions) -> list[str]:
         for key, asset in repository.assets_defs_by_key.items()
         if "notifier" in asset.required_resource_keys
     ]
-    for kind, objects in (("sensor", repository.sensor_defs), ("schedule", repository.schedule_defs)):
+    for kind, objects in (
+        ("sensor", repository.sensor_defs),
+        ("schedule", repository.schedule_defs),
+    ):
         users += [f"{kind} {o.name}" for o in objects if "notifier" in o.required_resource_keys]
     for job in repository.get_all_jobs():
         users += [
@@ -725,12 +733,16 @@ def test_the_alert_channels_reach_the_code_server_alone(base, notifier_variables
     channels' Secret, optional as the channels are; no run, step or exporter pod does."""
     from gsv_pipelines.definitions import defs
 
-    assert notifier_variables == {
-        "GSV_SLACK_WEBHOOK_URL",
-        "GSV_TEAMS_WEBHOOK_URL",
-        "GSV_ALERT_WEBHOOK_URL",
-        "GSV_ALERT_WEBHOOK_SECRET",
-    } <= set(SECRET_VARIABLES)
+    assert (
+        notifier_variables
+        == {
+            "GSV_SLACK_WEBHOOK_URL",
+            "GSV_TEAMS_WEBHOOK_URL",
+            "GSV_ALERT_WEBHOOK_URL",
+            "GSV_ALERT_WEBHOOK_SECRET",
+        }
+        <= set(SECRET_VARIABLES)
+    )
     assert _uses_the_notifier(defs()) == [
         "sensor check_failure_alert_sensor",
         "sensor run_failure_alert_sensor",
@@ -839,8 +851,9 @@ def test_the_exporter_is_hardened_and_given_only_what_it_reads(base):
     assert {n for n, item in env.items() if "value" in item} == {"DAGSTER_HOME"}
     secret = _one(base, "ExternalSecret", "gsv-pipelines-secrets")["spec"]
     delivered = {item["secretKey"] for item in secret["data"]}
-    assert references.pop("DAGSTER_PG_PASSWORD") == (
-        _env(code_server)["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert (
+        references.pop("DAGSTER_PG_PASSWORD")
+        == (_env(code_server)["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"])
     )
     assert references == {
         name: {"name": secret["target"]["name"], "key": name}
