@@ -571,9 +571,10 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gsv", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    """The `gsv` command line (also read by tests/deploy: what a manifest's command means)."""
+    cli = argparse.ArgumentParser(prog="gsv", description=__doc__.split("\n\n")[0])
+    commands = cli.add_subparsers(dest="command", required=True)
     for name, text in [
         ("seed", "write the demo data into Qdrant (and Vault when VAULT_TOKEN is set)"),
         ("demo", "start local services, seed, materialize every asset once, print a summary"),
@@ -590,7 +591,11 @@ def main(argv: list[str] | None = None) -> int:
     alerts_parser = commands.add_parser("alerts", help="open incidents, dead letters, replay")
     alerts_parser.add_argument("action", choices=["list", "replay"])
     alerts_parser.add_argument("ids", nargs="*", help="dead letters to replay (default: all)")
-    args = parser.parse_args(argv)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     # Stopped by SIGTERM (a supervisor, `kill`): unwind so every started service is stopped too.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     signal.signal(signal.SIGINT, _interrupt)

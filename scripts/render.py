@@ -27,7 +27,7 @@ IMAGE = re.compile(r"[a-z0-9][a-z0-9.\-/:]*@sha256:[0-9a-f]{64}")
 # A dev cluster runs the image `kind load` put on its node, which has a tag but no registry digest.
 DEV_IMAGE = re.compile(r"[a-z0-9][a-z0-9.\-/]*:[A-Za-z0-9_.\-]+")
 # Kinds a dev cluster (kind) does not serve unless their operators are installed: dropped there.
-OPERATOR_KINDS = {"ExternalSecret", "ClusterSecretStore"}
+OPERATOR_KINDS = {"ExternalSecret", "ClusterSecretStore", "PrometheusRule", "ServiceMonitor"}
 GITOPS_PATH = "clusters/{stage}/gsv-pipelines"
 
 
@@ -40,8 +40,9 @@ def kustomize(folder: Path, image: str | None) -> list[dict]:
     if not kubectl:
         raise RenderError("kubectl is not on PATH: its `kubectl kustomize` renders deploy/k8s")
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / folder.name
-        shutil.copytree(folder, copy)
+        # All of deploy/, so that what the Kustomization names beside it (../prometheus) is there.
+        copy = Path(tmp) / folder.relative_to(DEPLOY.parent)
+        shutil.copytree(DEPLOY, Path(tmp) / DEPLOY.name)
         if image:
             # What `kustomize edit set image` writes; kustomization.yaml's replacements then copy
             # it into DAGSTER_CURRENT_IMAGE.
@@ -63,8 +64,9 @@ def kustomize(folder: Path, image: str | None) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
-def set_egress(docs: list[dict], cidrs: dict[str, str]) -> None:
-    """Put each outside system's address into the NetworkPolicy that opens it (`gsv/egress-to`)."""
+def set_egress(docs: list[dict], cidrs: dict[str, list[str]]) -> None:
+    """Put each outside system's addresses into the NetworkPolicy that opens it (`gsv/egress-to`):
+    several for a system whose host name resolves to several (a webhook service's, say)."""
     found = set()
     for doc in docs:
         system = doc.get("metadata", {}).get("annotations", {}).get("gsv/egress-to")
@@ -75,23 +77,23 @@ def set_egress(docs: list[dict], cidrs: dict[str, str]) -> None:
             blocks = [peer for peer in rule["to"] if "ipBlock" in peer]
             if not blocks:
                 raise RenderError(f"{system} is reached in-cluster, not by address")
-            rule["to"] = [{"ipBlock": {"cidr": cidrs[system]}}]
+            rule["to"] = [{"ipBlock": {"cidr": cidr}} for cidr in cidrs[system]]
     if missing := set(cidrs) - found:
         raise RenderError(f"no NetworkPolicy opens {sorted(missing)}")
 
 
-def _cidrs(pairs: list[str]) -> dict[str, str]:
-    cidrs = {}
+def _cidrs(pairs: list[str]) -> dict[str, list[str]]:
+    cidrs: dict[str, list[str]] = {}
     for pair in pairs:
         system, _, cidr = pair.partition("=")
         if not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}", cidr):
             raise RenderError(f"--egress-cidr {pair!r}: expected SYSTEM=A.B.C.D/N")
-        cidrs[system] = cidr
+        cidrs.setdefault(system, []).append(cidr)
     return cidrs
 
 
 def render(
-    env: str, out: Path, image: str | None, cidrs: dict[str, str], stage: str | None
+    env: str, out: Path, image: str | None, cidrs: dict[str, list[str]], stage: str | None
 ) -> list[str]:
     """Write the set into `out` (replacing what was there); the files written."""
     if image and not (IMAGE.fullmatch(image) or (env == "dev" and DEV_IMAGE.fullmatch(image))):
@@ -177,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", default="prod", help="values-<env>.yaml on top of values.yaml")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--image", default=None, help="REPOSITORY@sha256:DIGEST")
-    parser.add_argument("--egress-cidr", action="append", default=[], metavar="SYSTEM=CIDR")
+    parser.add_argument(
+        "--egress-cidr",
+        action="append",
+        default=[],
+        metavar="SYSTEM=CIDR",
+        help="an outside system's address; repeat a SYSTEM for several",
+    )
     parser.add_argument("--stage", choices=("qa", "prod"), default=None)
     args = parser.parse_args(argv)
     try:

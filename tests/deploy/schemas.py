@@ -257,3 +257,13 @@ def restricted_violations(pod: dict) -> list[str]:
 
 def load_yaml(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def listed_manifests(folder: Path) -> list[Path]:
+    """The files a Kustomization's `resources` name, following the folders it names (other
+    Kustomizations, such as deploy/prometheus from deploy/k8s), as kustomize reads them."""
+    files = []
+    for entry in yaml.safe_load((folder / "kustomization.yaml").read_text())["resources"]:
+        path = (folder / entry).resolve()
+        files += listed_manifests(path) if path.is_dir() else [path]
+    return files

@@ -12,25 +12,32 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from itertools import product
 from pathlib import Path
 
+import dagster as dg
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from dagster_k8s.utils import get_common_labels
 
+from gsv_pipelines import cli, exporter
 from gsv_pipelines.lib.rotation_policy import load_rotation_policy
 from gsv_pipelines.lib.settings import SECRET_VARIABLES, load_settings
 from tests.deploy import schemas
+from tests.deploy.test_helm_values import FULLNAME
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 CONSUMERS = K8S / "rotation-consumers"
+PROMETHEUS = DEPLOY / "prometheus"
 HELM_VALUES = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
 NAMESPACE = "dagster"
 SERVICE_ACCOUNT = "gsv-pipelines"
+EXPORTER = "gsv-pipelines-metrics"
 UID = 10001
 
 # (where, API group, resource, verb, object name): "*" is every namespace or every name.
@@ -87,6 +94,12 @@ def _code_server(base: list[dict]) -> tuple[dict, dict]:
     return pod, container
 
 
+def _exporter(base: list[dict]) -> tuple[dict, dict]:
+    pod = _one(base, "Deployment", EXPORTER)["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    return pod, container
+
+
 def _env(container: dict) -> dict[str, dict]:
     return {item["name"]: item for item in container.get("env", [])}
 
@@ -100,15 +113,18 @@ def _container_context(container: dict) -> dict:
 
 
 def test_every_manifest_is_listed_in_its_kustomization():
-    for kustomization in (K8S / "kustomization.yaml", CONSUMERS / "kustomization.yaml"):
-        folder = kustomization.parent
-        listed = set(yaml.safe_load(kustomization.read_text())["resources"])
-        present = {p.name for p in folder.glob("*.yaml")} - {"kustomization.yaml"}
+    for folder in (K8S, CONSUMERS):
+        listed = {p for p in schemas.listed_manifests(folder) if p.parent == folder}
+        present = set(folder.glob("*.yaml")) - {folder / "kustomization.yaml"}
         assert listed == present, folder
+    # The alert rules: deploy/prometheus's one PrometheusRule file, not a copy in deploy/k8s.
+    assert [p for p in schemas.listed_manifests(K8S) if p.parent != K8S] == [
+        PROMETHEUS / "prometheusrule.yaml"
+    ]
 
 
 def test_every_manifest_validates_strictly(base, consumers):
-    files = [p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml"]
+    files = schemas.listed_manifests(K8S) + schemas.listed_manifests(CONSUMERS)
     written = [doc for path in files for doc in schemas.load_yaml(path)]
     rendered = base + consumers
     assert len(written) == len(rendered)
@@ -120,6 +136,8 @@ def test_every_manifest_validates_strictly(base, consumers):
     assert {d["kind"] for d in rendered if schemas.is_custom(d)} == {
         "ExternalSecret",
         "ClusterSecretStore",
+        "PrometheusRule",
+        "ServiceMonitor",
     }
     # Strict means strict: a misspelt field is refused, not ignored, built-in or custom.
     _, container = _code_server(base)
@@ -300,6 +318,7 @@ def test_the_image_is_pinned_by_digest_and_runs_start_from_it(base):
     _, container = _code_server(base)
     assert re.fullmatch(r"[a-z0-9.\-/]+@sha256:[0-9a-f]{64}", container["image"])
     assert _env(container)["DAGSTER_CURRENT_IMAGE"]["value"] == container["image"]
+    assert _exporter(base)[1]["image"] == container["image"]
 
 
 def test_settings_come_from_the_config_map_and_credentials_from_secrets(base):
@@ -311,6 +330,7 @@ def test_settings_come_from_the_config_map_and_credentials_from_secrets(base):
     assert container["envFrom"] == [
         {"configMapRef": {"name": "gsv-pipelines-config"}},
         {"secretRef": {"name": "gsv-pipelines-secrets"}},
+        {"secretRef": {"name": "gsv-pipelines-notifications", "optional": True}},
     ]
     # Any other value reaches the pod by reference, never inline.
     for name, item in _env(container).items():
@@ -384,12 +404,19 @@ CONTRACT_SYSTEMS = {
     "postgresql": "GSV_PLATFORM_DB_URL",
     "registry": "GSV_REGISTRIES",
     "object-store": "GSV_BACKUP_URL",
+    "slack": "GSV_SLACK_WEBHOOK_URL",
+    "teams": "GSV_TEAMS_WEBHOOK_URL",
+    "alert-webhook": "GSV_ALERT_WEBHOOK_URL",
 }
+ALERT_CHANNELS = {"slack", "teams", "alert-webhook"}
 # Besides those: name resolution, the API server, and the code server inside the namespace.
 PLUMBING = {"dns", "kubernetes-api", "code-server"}
-# Who may reach what, per kind of pod in the namespace.
+# Who may reach what, per kind of pod in the namespace. The alert channels only from the code
+# server, whose sensors send; the exporter only what it reads.
 REACHES = {
-    "pipelines": {"dns", "kubernetes-api", *CONTRACT_SYSTEMS},
+    "code server": {"dns", "kubernetes-api", *CONTRACT_SYSTEMS},
+    "run and step pods": {"dns", "kubernetes-api", *(set(CONTRACT_SYSTEMS) - ALERT_CHANNELS)},
+    "exporter": {"dns", "postgresql", "object-store"},
     "dagster": {"dns", "kubernetes-api", "postgresql", "code-server"},
     "anything else": {"dns"},
 }
@@ -416,12 +443,28 @@ def _selects(selector: dict, labels: dict) -> bool:
 
 
 def _pods(base: list[dict]) -> dict[str, dict]:
-    """The labels of each kind of pod in the namespace: the code server's as rendered, the
-    chart's webserver and daemon as the chart labels them (release `dagster`) plus our values'
-    `labels`, and a pod that carries none of ours."""
+    """The labels of each kind of pod in the namespace: the code server's and the exporter's as
+    rendered; run and step pods as dagster-k8s labels them (construct_dagster_k8s_job: its
+    common labels, the component, the container context's `labels`); the chart's webserver and
+    daemon as the chart labels them (release `dagster`) plus our values' `labels`; and a pod
+    that carries none of ours."""
     chart = {"app.kubernetes.io/name": "dagster", "app.kubernetes.io/instance": "dagster"}
+    _, container = _code_server(base)
+    context_labels = _container_context(container)["labels"]
+    exporter_labels = _one(base, "Deployment", EXPORTER)["spec"]["template"]["metadata"]
     return {
-        "pipelines": pod_labels(base),
+        "code server": pod_labels(base),
+        "run pods": {
+            **get_common_labels(),
+            "app.kubernetes.io/component": "run_worker",
+            **context_labels,
+        },
+        "run and step pods": {
+            **get_common_labels(),
+            "app.kubernetes.io/component": "step_worker",
+            **context_labels,
+        },
+        "exporter": exporter_labels["labels"],
         "dagster": {
             **chart,
             "component": "dagster-webserver",
@@ -489,10 +532,12 @@ def test_in_cluster_systems_are_reached_at_the_addresses_configured(base):
         }, system
         assert [p["port"] for p in rule["ports"]] == [int(port)], system
         assert {p["protocol"] for p in rule["ports"]} == {"TCP"}
-    # The object store, the registry and the API server are outside: HTTPS (and 6443) only.
+    # The object store, the registry, the alert channels and the API server are outside: HTTPS
+    # (and 6443) only.
     for system, ports in (
         ("registry", [443]),
         ("object-store", [443]),
+        *((channel, [443]) for channel in sorted(ALERT_CHANNELS)),
         ("kubernetes-api", [443, 6443]),
     ):
         [rule] = by_system[system]["egress"]
@@ -513,6 +558,7 @@ def test_nothing_else_is_reachable(base):
         }
         reach[kind] = opened
     assert reach.pop("dagster daemon") == reach["dagster"]
+    assert reach.pop("run pods") == reach["run and step pods"]
     assert reach == REACHES
 
 
@@ -526,6 +572,7 @@ def test_ingress_only_from_the_ingress_controller_and_to_the_code_server_from_da
         "default-deny",
         "webserver-from-ingress-controller",
         "code-server-from-dagster",
+        "metrics-from-prometheus",
     }
     pods = _pods(base)
     web = ingress["webserver-from-ingress-controller"]
@@ -540,7 +587,8 @@ def test_ingress_only_from_the_ingress_controller_and_to_the_code_server_from_da
         "kubernetes.io/metadata.name": "ingress-nginx"
     }
     code = ingress["code-server-from-dagster"]
-    assert _selects(code["podSelector"], pods["pipelines"])
+    assert _selects(code["podSelector"], pods["code server"])
+    assert not _selects(code["podSelector"], pods["exporter"])
     [rule] = code["ingress"]
     _, container = _code_server(base)
     assert [p["port"] for p in rule["ports"]] == [container["ports"][0]["containerPort"]]
@@ -549,6 +597,45 @@ def test_ingress_only_from_the_ingress_controller_and_to_the_code_server_from_da
     assert _selects(peer["podSelector"], pods["dagster"])
     assert _selects(peer["podSelector"], pods["dagster daemon"])
     assert not _selects(peer["podSelector"], pods["anything else"])
+
+
+# Prometheus's pods as the Prometheus Operator labels them (pkg/prometheus/server/statefulset.go:
+# the operator's common labels plus the Prometheus object's name), for kube-prometheus-stack's
+# `kube-prometheus-stack-prometheus` in `monitoring`.
+PROMETHEUS_POD = {
+    "app.kubernetes.io/name": "prometheus",
+    "app.kubernetes.io/managed-by": "prometheus-operator",
+    "app.kubernetes.io/instance": "kube-prometheus-stack-prometheus",
+    "prometheus": "kube-prometheus-stack-prometheus",
+    "operator.prometheus.io/name": "kube-prometheus-stack-prometheus",
+}
+
+
+def test_the_exporter_is_reached_from_prometheus_only(base):
+    [policy] = [p for p in _policies(base) if p["metadata"]["name"] == "metrics-from-prometheus"]
+    assert policy["metadata"]["annotations"] == {"gsv/ingress-from": "prometheus"}
+    spec = policy["spec"]
+    pods = _pods(base)
+    assert [kind for kind, labels in pods.items() if _selects(spec["podSelector"], labels)] == [
+        "exporter"
+    ]
+    [rule] = spec["ingress"]
+    _, container = _exporter(base)
+    [port] = container["ports"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}]
+    [peer] = rule["from"]
+    assert peer["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+    }
+    assert _selects(peer["podSelector"], PROMETHEUS_POD)
+    # Not Grafana or Alertmanager beside it, nor anything of the `dagster` namespace.
+    grafana = {
+        "app.kubernetes.io/name": "grafana",
+        "app.kubernetes.io/instance": "kube-prometheus-stack",
+    }
+    alertmanager = {**PROMETHEUS_POD, "app.kubernetes.io/name": "alertmanager"}
+    for other in (grafana, alertmanager, *pods.values()):
+        assert not _selects(peer["podSelector"], other)
 
 
 def test_the_webserver_keeps_a_replica_through_disruptions(base):
@@ -560,8 +647,21 @@ def test_the_webserver_keeps_a_replica_through_disruptions(base):
 # --- Credentials: ExternalSecrets from Vault -----------------------------------------------------
 
 VAULT_LOGIN = {"VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID"}
-NOTIFICATIONS = {"GSV_SLACK_WEBHOOK_URL", "GSV_TEAMS_WEBHOOK_URL", "GSV_ALERT_WEBHOOK_SECRET"}
 S3_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+@pytest.fixture(scope="module")
+def notifier_variables() -> set[str]:
+    """The variables the notifier resource is bound from (defs/resources.py), with every
+    credential of the contract set."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in SECRET_VARIABLES:
+            patch.setenv(name, "set")
+        from gsv_pipelines.defs.resources import resources
+
+        notifier = resources().resources["notifier"]
+    values = [getattr(notifier, field) for field in type(notifier).model_fields]
+    return {value.env_var_name for value in values if isinstance(value, dg.EnvVar)}
 
 
 def test_the_pipelines_credentials_come_from_vault_through_one_store(base):
@@ -590,7 +690,7 @@ def test_the_pipelines_credentials_come_from_vault_through_one_store(base):
     assert 'path "secret/data/gsv-pipelines' not in policy
 
 
-def test_the_secret_of_the_pods_holds_the_contract_s_credentials(base):
+def test_the_secret_of_the_pods_holds_the_contract_s_credentials(base, notifier_variables):
     _, container = _code_server(base)
     secret = _one(base, "ExternalSecret", "gsv-pipelines-secrets")["spec"]
     name = secret["target"]["name"]
@@ -600,10 +700,65 @@ def test_the_secret_of_the_pods_holds_the_contract_s_credentials(base):
     assert launcher["envSecrets"] == [{"name": name}]
     delivered = {item["secretKey"] for item in secret["data"]}
     # Every credential of the contract, but the Vault login (Kubernetes auth needs none) and the
-    # optional notification endpoints (the `dataFrom` entry), plus the backup store's S3 keys.
-    assert delivered == (set(SECRET_VARIABLES) - VAULT_LOGIN - NOTIFICATIONS) | S3_KEYS
-    assert [d["extract"]["key"] for d in secret["dataFrom"]] == ["gsv-pipelines/notifications"]
+    # alert channels (their own Secret, below), plus the backup store's S3 keys.
+    assert delivered == (set(SECRET_VARIABLES) - VAULT_LOGIN - notifier_variables) | S3_KEYS
+    assert "dataFrom" not in secret
     assert "VAULT_K8S_ROLE" in _one(base, "ConfigMap", "gsv-pipelines-config")["data"]
+
+
+def _uses_the_notifier(definitions: dg.Definitions) -> list[str]:
+    """Every asset, sensor, schedule and job op of the code location that requires `notifier`."""
+    repository = definitions.get_repository_def()
+    users = [
+        key.to_user_string()
+        for key, asset in repository.assets_defs_by_key.items()
+        if "notifier" in asset.required_resource_keys
+    ]
+    for kind, objects in (
+        ("sensor", repository.sensor_defs),
+        ("schedule", repository.schedule_defs),
+    ):
+        users += [f"{kind} {o.name}" for o in objects if "notifier" in o.required_resource_keys]
+    for job in repository.get_all_jobs():
+        users += [
+            f"job {job.name}: {node.name}"
+            for node in job.all_node_defs
+            if "notifier" in getattr(node, "required_resource_keys", ())
+        ]
+    return sorted(users)
+
+
+def test_the_alert_channels_reach_the_code_server_alone(base, notifier_variables):
+    """Only the alert sensors send, and sensors run in the code server: its pod gets the
+    channels' Secret, optional as the channels are; no run, step or exporter pod does."""
+    from gsv_pipelines.definitions import defs
+
+    assert (
+        notifier_variables
+        == {
+            "GSV_SLACK_WEBHOOK_URL",
+            "GSV_TEAMS_WEBHOOK_URL",
+            "GSV_ALERT_WEBHOOK_URL",
+            "GSV_ALERT_WEBHOOK_SECRET",
+        }
+        <= set(SECRET_VARIABLES)
+    )
+    assert _uses_the_notifier(defs()) == [
+        "sensor check_failure_alert_sensor",
+        "sensor run_failure_alert_sensor",
+    ]
+    secret = _one(base, "ExternalSecret", "gsv-pipelines-notifications")["spec"]
+    name = secret["target"]["name"]
+    # The whole Vault entry, every key optional; nothing else comes with it.
+    assert "data" not in secret
+    assert secret["dataFrom"] == [{"extract": {"key": "gsv-pipelines/notifications"}}]
+    _, container = _code_server(base)
+    assert {"secretRef": {"name": name, "optional": True}} in container["envFrom"]
+    context = _container_context(container)
+    launcher = HELM_VALUES["runLauncher"]["config"]["k8sRunLauncher"]
+    _, metrics = _exporter(base)
+    assert name not in context["env_secrets"] + [s["name"] for s in launcher["envSecrets"]]
+    assert name not in json.dumps(metrics)
 
 
 def test_the_instance_database_password_is_where_the_chart_and_the_code_server_read_it(base):
@@ -614,3 +769,106 @@ def test_the_instance_database_password_is_where_the_chart_and_the_code_server_r
     assert [d["secretKey"] for d in secret["data"]] == [reference["key"]]
     assert HELM_VALUES["global"]["postgresqlSecretName"] == reference["name"]
     assert HELM_VALUES["generatePostgresqlPasswordSecret"] is False
+
+
+# --- Metrics: the exporter, its Service, the ServiceMonitor, the alert rules ---------------------
+
+
+def test_the_exporter_listens_on_the_port_its_pod_and_service_name(base):
+    _, container = _exporter(base)
+    command = container["command"]
+    # `gsv` is the package's console script, and the arguments mean what its parser says.
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert command[0] == "gsv" and scripts["gsv"] == "gsv_pipelines.cli:main"
+    args = cli.parser().parse_args(command[1:])
+    assert args.command == "metrics" and args.host == "0.0.0.0"
+    listens = args.port or exporter.DEFAULT_PORT
+    assert container["ports"] == [{"name": "metrics", "containerPort": listens, "protocol": "TCP"}]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "metrics"}, probe
+    service = _one(base, "Service", EXPORTER)
+    labels = _one(base, "Deployment", EXPORTER)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert not service["spec"]["selector"].items() <= pod_labels(base).items()
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": listens, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+
+
+def test_the_service_monitor_scrapes_the_metrics_service_and_nothing_else(base):
+    [monitor] = [d for d in base if d["kind"] == "ServiceMonitor"]
+    spec = monitor["spec"]
+    # Its own namespace's Services (no namespaceSelector), by labels: the metrics Service only.
+    assert "namespaceSelector" not in spec
+    assert monitor["metadata"]["namespace"] == NAMESPACE
+    services = [d for d in base if d["kind"] == "Service"]
+    selected = [d for d in services if _selects(spec["selector"], d["metadata"]["labels"])]
+    assert [d["metadata"]["name"] for d in selected] == [EXPORTER]
+    [service] = selected
+    ports = {p["name"] for p in service["spec"]["ports"]}
+    assert [e["port"] for e in spec["endpoints"]] == ["metrics"] and "metrics" in ports
+    [endpoint] = spec["endpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["interval"] == "30s"
+    # The job label is the Service's name label: the job PipelineMetricsDown watches.
+    job = service["metadata"]["labels"][spec["jobLabel"]]
+    expressions = [rule.get("expr", "") for group in _rules(base) for rule in group["rules"]]
+    assert f'up{{job="{job}"}}' in " ".join(expressions)
+
+
+def _rules(base: list[dict]) -> list[dict]:
+    [rule] = [d for d in base if d["kind"] == "PrometheusRule"]
+    return rule["spec"]["groups"]
+
+
+def test_prometheus_selects_the_rules_and_the_monitor_by_one_release_label(base):
+    """kube-prometheus-stack's default selectors match `release: <release>` on both kinds: the
+    two carry the same one, and the rendered rules are deploy/prometheus/rules.yaml's."""
+    [rule] = [d for d in base if d["kind"] == "PrometheusRule"]
+    [monitor] = [d for d in base if d["kind"] == "ServiceMonitor"]
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"]
+    assert rule["spec"] == yaml.safe_load((PROMETHEUS / "rules.yaml").read_text())
+
+
+def test_the_exporter_is_hardened_and_given_only_what_it_reads(base):
+    pod, container = _exporter(base)
+    code_pod, code_server = _code_server(base)
+    assert container["image"] == code_server["image"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod  # the namespace's default, without a token
+    assert pod["securityContext"] == code_pod["securityContext"]
+    assert container["securityContext"] == code_server["securityContext"]
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod)
+    for bound in ("requests", "limits"):
+        assert set(container["resources"][bound]) == {"cpu", "memory"}
+    assert _one(base, "Deployment", EXPORTER)["spec"]["replicas"] == 1
+    # Settings from the ConfigMap; of the credentials, only those it reads, each by reference.
+    assert container["envFrom"] == [{"configMapRef": {"name": "gsv-pipelines-config"}}]
+    env = _env(container)
+    references = {
+        name: item["valueFrom"]["secretKeyRef"] for name, item in env.items() if "valueFrom" in item
+    }
+    assert {n for n, item in env.items() if "value" in item} == {"DAGSTER_HOME"}
+    secret = _one(base, "ExternalSecret", "gsv-pipelines-secrets")["spec"]
+    delivered = {item["secretKey"] for item in secret["data"]}
+    assert (
+        references.pop("DAGSTER_PG_PASSWORD")
+        == (_env(code_server)["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"])
+    )
+    assert references == {
+        name: {"name": secret["target"]["name"], "key": name}
+        for name in ("GSV_WAREHOUSE_URL", *sorted(S3_KEYS))
+    }
+    assert set(references) <= delivered
+    # The instance: the chart's dagster.yaml, read-only at the chart's DAGSTER_HOME.
+    home = env["DAGSTER_HOME"]["value"]
+    assert home == HELM_VALUES["global"]["dagsterHome"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts[home] == {"name": "dagster-instance", "mountPath": home, "readOnly": True}
+    assert set(mounts) == {"/tmp", home}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dagster-instance"]["configMap"] == {
+        "name": f"{FULLNAME}-instance",
+        "items": [{"key": "dagster.yaml", "path": "dagster.yaml"}],
+    }
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]

@@ -30,9 +30,9 @@ def _docs(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def _code_server(docs: list[dict]) -> dict:
-    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
+def _container(docs: list[dict], deployment: str = "gsv-pipelines") -> dict:
+    [found] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == deployment]
+    [container] = found["spec"]["template"]["spec"]["containers"]
     return container
 
 
@@ -41,6 +41,7 @@ def test_render_writes_the_full_set_with_the_image_and_addresses(tmp_path):
     done = _render(
         out, "--image", IMAGE, "--egress-cidr", "kubernetes-api=10.1.2.3/32",
         "--egress-cidr", "object-store=10.9.0.0/24",
+        "--egress-cidr", "slack=10.20.0.1/32", "--egress-cidr", "slack=10.20.0.2/32",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
@@ -52,16 +53,24 @@ def test_render_writes_the_full_set_with_the_image_and_addresses(tmp_path):
         "rotation-consumers.yaml",
     ]
     manifests = _docs(out / "manifests.yaml")
-    written = [d for p in (ROOT / "deploy" / "k8s").glob("*.yaml") for d in schemas.load_yaml(p)]
-    written = [d for d in written if d["kind"] != "Kustomization"]
+    listed = schemas.listed_manifests(ROOT / "deploy" / "k8s")
+    written = [d for p in listed for d in schemas.load_yaml(p)]
     assert {(d["kind"], d["metadata"]["name"]) for d in manifests} == {
         (d["kind"], d["metadata"]["name"]) for d in written
     }
+    # The alerts domain's objects among them: the exporter, its Service, the monitor, the rules.
+    assert {
+        ("Deployment", "gsv-pipelines-metrics"),
+        ("Service", "gsv-pipelines-metrics"),
+        ("ServiceMonitor", "gsv-pipelines"),
+        ("PrometheusRule", "gsv-pipelines"),
+    } <= {(d["kind"], d["metadata"]["name"]) for d in manifests}
     for doc in manifests + _docs(out / "rotation-consumers.yaml"):
         schemas.validate(doc)
-    container = _code_server(manifests)
+    container = _container(manifests)
     env = {e["name"]: e for e in container["env"]}
     assert container["image"] == env["DAGSTER_CURRENT_IMAGE"]["value"] == IMAGE
+    assert _container(manifests, "gsv-pipelines-metrics")["image"] == IMAGE
     policies = {d["metadata"]["name"]: d["spec"] for d in manifests if d["kind"] == "NetworkPolicy"}
     assert policies["egress-kubernetes-api"]["egress"][0]["to"] == [
         {"ipBlock": {"cidr": "10.1.2.3/32"}}
@@ -69,6 +78,12 @@ def test_render_writes_the_full_set_with_the_image_and_addresses(tmp_path):
     assert policies["egress-object-store"]["egress"][0]["to"] == [
         {"ipBlock": {"cidr": "10.9.0.0/24"}}
     ]
+    # A system given twice gets both addresses; one not given keeps the shipped one.
+    assert policies["egress-slack"]["egress"][0]["to"] == [
+        {"ipBlock": {"cidr": "10.20.0.1/32"}},
+        {"ipBlock": {"cidr": "10.20.0.2/32"}},
+    ]
+    assert policies["egress-teams"]["egress"][0]["to"] == [{"ipBlock": {"cidr": "192.0.2.21/32"}}]
     for name in ("values.yaml", "values-prod.yaml"):
         assert (out / "helm" / name).read_bytes() == (ROOT / "deploy" / "helm" / name).read_bytes()
     chart = yaml.safe_load((out / "helm" / "chart.yaml").read_text())
@@ -81,7 +96,7 @@ def test_render_writes_the_full_set_with_the_image_and_addresses(tmp_path):
     [
         (["--image", "registry.example.com/gsv-pipelines:latest"], "sha256"),
         (["--egress-cidr", "qdrant=10.0.0.1/32"], "in-cluster"),
-        (["--egress-cidr", "slack=10.0.0.1/32"], "no NetworkPolicy opens ['slack']"),
+        (["--egress-cidr", "pagerduty=10.0.0.1/32"], "no NetworkPolicy opens ['pagerduty']"),
         (["--egress-cidr", "registry=everywhere"], "SYSTEM=A.B.C.D/N"),
         (["--stage", "qa"], "image digest"),
         (["--env", "staging"], "values-staging.yaml"),
@@ -116,6 +131,12 @@ def test_dev_renders_without_the_operators_kinds_and_runs_the_loaded_image(tmp_p
     assert done.returncode == 0, done.stderr
     assert "kind create cluster" in done.stdout
     manifests = _docs(out / "manifests.yaml")
-    assert not {d["kind"] for d in manifests} & {"ExternalSecret", "ClusterSecretStore"}
-    assert _code_server(manifests)["image"] == "gsv-pipelines:dev"
+    assert not {d["kind"] for d in manifests} & {
+        "ExternalSecret",
+        "ClusterSecretStore",
+        "PrometheusRule",
+        "ServiceMonitor",
+    }
+    assert _container(manifests)["image"] == "gsv-pipelines:dev"
+    assert _container(manifests, "gsv-pipelines-metrics")["image"] == "gsv-pipelines:dev"
     assert (out / "helm" / "values-dev.yaml").is_file()
