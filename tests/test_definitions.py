@@ -149,10 +149,7 @@ def test_instance_yaml_queues_runs_with_limits_monitoring_and_no_telemetry(tmp_p
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 4
-        assert {limit["key"] for limit in queue.tag_concurrency_limits} == {
-            "gsv/secret",
-            "gsv/trivy-cache",
-        }
+        assert {limit["key"] for limit in queue.tag_concurrency_limits} == {"gsv/secret"}
         assert instance.run_monitoring_enabled
         assert not instance.telemetry_enabled
         assert str(instance.storage_directory()).startswith(str(tmp_path))

@@ -25,10 +25,14 @@ SECRET_VARIABLES = (
     "GSV_SLACK_WEBHOOK_URL",
     "GSV_TEAMS_WEBHOOK_URL",
     "GSV_ALERT_WEBHOOK_SECRET",
+    "GSV_TRIVY_SERVER_TOKEN",
 )
 
 DEFAULT_VAULT_ADDR = "http://127.0.0.1:8200"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
+# Image scans at once: the limit `gsv demo`/`gsv dev` give the trivy_scan pool (benchmarks/
+# bench_scan_concurrency.py measured the choice).
+DEFAULT_SCAN_CONCURRENCY = 4
 
 
 class SettingsError(ValueError):
@@ -48,6 +52,8 @@ class Settings:
     trivy_bin: str | None
     trivy_cache_dir: Path
     trivy_db_repository: str | None
+    trivy_server_url: str | None
+    scan_concurrency: int
     registries_file: Path | None
     ui_url: str
     backup_policy: Path | None
@@ -95,6 +101,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         trivy_bin=get("TRIVY_BIN") or find_trivy(),
         trivy_cache_dir=Path(get("TRIVY_CACHE_DIR") or data_dir / "trivy-cache").absolute(),
         trivy_db_repository=get("TRIVY_DB_REPOSITORY"),
+        trivy_server_url=(get("GSV_TRIVY_SERVER_URL") or "").rstrip("/") or None,
+        scan_concurrency=_positive_int(get("GSV_SCAN_CONCURRENCY"), "GSV_SCAN_CONCURRENCY")
+        or DEFAULT_SCAN_CONCURRENCY,
         registries_file=_path(get("GSV_REGISTRIES")),
         ui_url=(get("GSV_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
         backup_policy=_path(get("GSV_BACKUP_POLICY")),
@@ -106,6 +115,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         vault_k8s_role=get("VAULT_K8S_ROLE"),
         secrets_set=frozenset(name for name in SECRET_VARIABLES if get(name)),
     )
+
+
+def _positive_int(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise SettingsError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 def _path(value: str | None) -> Path | None:

@@ -48,6 +48,9 @@ REGISTRY_REFERENCE = re.compile(
     r"/(?P<repository>[a-z0-9][^@\s]*)@(?P<digest>\S+)$"
 )
 OCI_PREFIX = "oci:"
+# Image scans at once, across all runs: its limit is set on the instance (`gsv demo`/`gsv dev`
+# set GSV_SCAN_CONCURRENCY; elsewhere `dagster instance concurrency set trivy_scan <n>`).
+SCAN_POOL = "trivy_scan"
 TOP_FINDINGS = 10
 TABLE_ROWS = 50
 
@@ -231,7 +234,7 @@ def _findings_metadata(vulnerabilities: "pd.DataFrame", secrets: "pd.DataFrame")
     tags={"gsv/domain": "scanning"},
     partitions_def=IMAGE_DIGESTS,
     deps=[trivy_db],
-    op_tags={"gsv/trivy-cache": "shared"},
+    pool=SCAN_POOL,
 )
 def image_scan(
     context: dg.AssetExecutionContext,
@@ -255,12 +258,14 @@ def image_scan(
     scanner = trivy.trivy()
     store = backup_store.store()
     policy = policies.scanning()
-    # Read before the scan: should trivy_db refresh in between, the record names the older DB
-    # and the next run rescans, rather than the other way round.
-    db = scanner.db_metadata()
+    # The DB a scan now would use (the scan records the one it did use).
+    try:
+        db = scanner.db_metadata()
+    except TrivyError as exc:
+        raise dg.Failure(description=f"{exc}; nothing was scanned") from None
     if db is None:
         raise dg.Failure(
-            description=f"no vulnerability DB in {scanner.cache_dir}: materialize "
+            description=f"no vulnerability DB in {scanner.describe()}: materialize "
             "scanning/trivy_db first; nothing was scanned"
         )
     db_updated_at = str(db.get("UpdatedAt"))
@@ -316,7 +321,7 @@ def image_scan(
         reference=target.reference,
         raw_report=run.report,
         report=report,
-        db_metadata=db,
+        db_metadata=run.db,
         policy_sha256=policy.sha256,
         duration_seconds=run.seconds,
     )
