@@ -6,9 +6,8 @@ Two ways to scan an image, against the published DB of the shared cache (`lib/tr
   disk (the layer cache is the server's), so any number of them run at once.
 - on its own (no server): Trivy opens the DB and its layer cache read-write with an exclusive
   lock (bbolt), so these scans run one at a time per cache, queued on a lock file of ours.
-Either way a scan holds the cache's scans lock (shared) while it runs, so the DB it started with
-is the one it is recorded with. `trivy config` needs neither DB nor disk cache: it runs as
-often as asked.
+Either way the DB a scan is recorded with is the one it was made with (the server does not switch
+DBs while a scan runs). `trivy config` needs neither DB nor disk cache: it runs as often as asked.
 """
 
 import contextlib
@@ -227,8 +226,8 @@ class Trivy:
             env["TRIVY_USERNAME"], env["TRIVY_PASSWORD"] = credentials
             secrets.append(credentials[1])
         with contextlib.ExitStack() as stack:
-            stack.enter_context(self.cache.scanning())
             if self.server_url:
+                stack.enter_context(self.cache.scanning())
                 db = self.server_db_metadata()
                 if db is None:
                     raise TrivyError(
@@ -243,6 +242,7 @@ class Trivy:
                 cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory("-trivy")))
                 what = f"trivy image (client of the Trivy server at {self.server_url})"
             else:
+                stack.enter_context(self.cache.reading())
                 stack.enter_context(self.cache.exclusive(STANDALONE_LOCK))
                 generation = self._current()
                 if generation is None:

@@ -3,7 +3,6 @@ server: the vulnerability DB in generations, and the locks that keep them apart.
 
     <cache>/db-generations/<id>/db/trivy.db, metadata.json   a published DB, never written again
     <cache>/db-current.json      {"generation": <id>}: the DB scans use from now on (atomic)
-    <cache>/db-serving.json      the generation the Trivy server holds open (gsv trivy-server)
     <cache>/db-staging/<id>/     a refresh in progress; renamed into db-generations/ when done
 
 A refresh downloads into a staging folder that nobody reads, then publishes it by renaming it
@@ -11,9 +10,12 @@ and rewriting db-current.json: no scan ever sees a half-written DB. A cache that
 published but holds `db/trivy.db` itself (a DB written in place, as `trivy --cache-dir` does) is
 its own, only generation.
 
-Scans hold the scans lock shared while they run; the Trivy server takes it exclusively (after the
-gate, so that no new scan slips in) to switch to a new generation once the scans in flight are
-done, and a generation is deleted only when no scan can be using it.
+Locks (flock on files of the cache, so they hold across the pods that share its volume):
+- scans through the Trivy server hold the scans lock shared while they run; the server takes it
+  exclusively (after the gate, so that no new scan slips in) to switch to a new generation once
+  the scans in flight are done, so each scan is made and recorded with one DB;
+- whoever reads a generation's files (a scan on its own, the server copying its DB) holds the
+  readers lock shared; an old generation is deleted only when nobody does.
 """
 
 import contextlib
@@ -31,10 +33,10 @@ from typing import Any
 GENERATIONS = "db-generations"
 STAGING = "db-staging"
 CURRENT = "db-current.json"
-SERVING = "db-serving.json"
 # Who passes the gate may start a scan; the server closes it to drain the scans lock.
 GATE_LOCK = ".gsv-trivy-gate.lock"
 SCANS_LOCK = ".gsv-trivy-scans.lock"
+READERS_LOCK = ".gsv-trivy-readers.lock"
 # Refreshes one at a time, so that a second one finds the DB current instead of downloading.
 REFRESH_LOCK = ".gsv-trivy-refresh.lock"
 
@@ -94,11 +96,6 @@ class TrivyCache:
             raise TrivyCacheError(f"not a DB generation id: {generation_id!r}")
         return Generation(generation_id, self.root / GENERATIONS / generation_id)
 
-    def serving(self) -> str | None:
-        """The generation id the Trivy server says it holds open, if a server runs."""
-        serving = self._read_json(SERVING)
-        return str(serving["generation"]) if serving and "generation" in serving else None
-
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """A new, empty folder for a DB on its way in; removed unless published."""
@@ -116,33 +113,23 @@ class TrivyCache:
         generation = self.generation(staged.name)
         generation.folder.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, generation.folder)
-        self._write_json(CURRENT, {"generation": generation.id, **_summary(generation)})
+        updated_at = generation.metadata().get("UpdatedAt")
+        self._write_json(CURRENT, {"generation": generation.id, "UpdatedAt": updated_at})
         return generation
 
-    def mark_serving(self, generation: Generation | None) -> None:
-        if generation is None:
-            (self.root / SERVING).unlink(missing_ok=True)
-        else:
-            self._write_json(SERVING, {"generation": generation.id, **_summary(generation)})
-
     def prune(self) -> list[str]:
-        """Delete the generations nobody uses: neither current, nor served, nor read by a scan
-        in flight (skipped, for the next prune, while any scan runs). The ids deleted."""
-        with self._lock(SCANS_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB) as free:
+        """Delete every generation but the current one, unless someone reads one right now
+        (then nothing, until the next prune). The ids deleted."""
+        with self._lock(READERS_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB) as free:
             if not free:
                 return []
-            return self.prune_while_drained()
-
-    def prune_while_drained(self) -> list[str]:
-        """prune() for a caller that already holds the scans lock exclusively."""
-        current = self.current()
-        keep = {current.id if current else None, self.serving()}
-        deleted = []
-        for folder in sorted((self.root / GENERATIONS).glob("*")):
-            if folder.name not in keep:
-                shutil.rmtree(folder, ignore_errors=True)
-                deleted.append(folder.name)
-        return deleted
+            current = self.current()
+            deleted = []
+            for folder in sorted((self.root / GENERATIONS).glob("*")):
+                if current is None or folder.name != current.id:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    deleted.append(folder.name)
+            return deleted
 
     def clear_staging(self) -> None:
         """Leftovers of refreshes that died half-way (call with the refresh lock held)."""
@@ -151,10 +138,16 @@ class TrivyCache:
     # --- locks -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Held while the files of a generation are read: none is deleted meanwhile."""
+        with self._lock(READERS_LOCK, fcntl.LOCK_SH):
+            yield
+
+    @contextlib.contextmanager
     def scanning(self) -> Iterator[None]:
-        """Held by a scan for its whole duration: the DB it started with stays the one served
-        and on disk until it ends. Through the gate first, which is held only for a moment,
-        unless the server has closed it to drain the scans in flight."""
+        """Held by a scan through the Trivy server for its whole duration: the DB it started
+        with stays the one served until it ends. Through the gate first, which is held only for
+        a moment, unless the server has closed it to drain the scans in flight."""
         gate, scans = self._open(GATE_LOCK), self._open(SCANS_LOCK)
         try:
             fcntl.flock(gate, fcntl.LOCK_SH)
@@ -218,8 +211,3 @@ class TrivyCache:
         tmp = path.with_name(f".{name}.{secrets.token_hex(4)}.tmp")
         tmp.write_text(json.dumps(value))
         os.replace(tmp, path)
-
-
-def _summary(generation: Generation) -> dict:
-    metadata = generation.metadata()
-    return {"UpdatedAt": metadata.get("UpdatedAt"), "Version": metadata.get("Version")}

@@ -2,11 +2,15 @@
 
 Trivy 0.59's server opens its DB once at start; the only reload it has of its own is an hourly
 self-download (none with --skip-db-update, which keeps downloads with scanning/trivy_db). So this
-supervisor runs `trivy server --skip-db-update` on a work folder whose `db` is a link to the
-published generation (`lib/trivy_cache.py`), and when scanning/trivy_db publishes a new one it
-closes the cache's gate (new scans wait), waits for the scans in flight, restarts the server on
-the new DB and opens the gate again. The layer cache (`<work>/fanal`) outlives the switches.
-It restarts a server that dies, and stops it when stopped itself.
+supervisor copies the published generation (`lib/trivy_cache.py`) into its work folder and runs
+`trivy server --skip-db-update` on it. When scanning/trivy_db publishes a new one it copies that
+too while the server goes on serving, then closes the cache's gate (new scans wait), waits for
+the scans in flight, restarts the server on the new copy and opens the gate again. The copy is
+the server's own because Trivy opens its DB file with an exclusive lock: a scan on its own (no
+server) of the same cache would otherwise wait for the server forever; it also keeps the DB,
+which the server maps into memory, on the server's local disk rather than the shared volume.
+The layer cache (`<work>/fanal`) outlives the switches. It restarts a server that dies, and
+stops it when stopped itself.
 
     python -m gsv_pipelines.lib.trivy_server --listen 0.0.0.0:4954 [--work-dir DIR]
 
@@ -20,6 +24,7 @@ import ctypes
 import fcntl
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,7 +90,6 @@ class TrivyServer:
                 self._loop(stop)
             finally:
                 self._stop_child()
-                self.cache.mark_serving(None)
 
     def _loop(self, stop: threading.Event) -> None:
         waiting_said = False
@@ -103,26 +107,53 @@ class TrivyServer:
             elif self._child is None or self._child.poll() is not None:
                 if self._child is not None:
                     _say(f"trivy server exited with code {self._child.returncode}: restarting")
-                with self.cache.drained():
-                    started = self._start(latest)
+                started = self._copy(latest) and self._switch(latest)
                 backoff = self.poll_seconds if started else min(backoff * 2, 60.0)
                 if not started:
                     stop.wait(backoff)
-            elif self.generation is None or latest.id != self.generation.id:
+            elif latest.id != self.generation.id:
                 _say(f"DB {latest.id} published: switching once the scans in flight are done")
-                with self.cache.drained():
-                    self._stop_child()
-                    if self._start(latest):
-                        self.cache.prune_while_drained()
+                if self._copy(latest):
+                    self._switch(latest)
+                    self.cache.prune()
             stop.wait(self.poll_seconds)
 
-    def _start(self, generation: Generation) -> bool:
-        """Start trivy server on `generation`; True once it answers. Call with the cache drained."""
-        self._stop_child()
-        link = self.work_dir / "db"
-        staged = self.work_dir / f".db-{secrets.token_hex(3)}"
-        staged.symlink_to(generation.db_dir.absolute(), target_is_directory=True)
-        os.replace(staged, link)
+    def _copy(self, generation: Generation) -> bool:
+        """The server's own copy of `generation`'s DB, made while the old one is served."""
+        target = self.work_dir / "dbs" / generation.id
+        if target.is_dir():
+            return True
+        partial = target.with_name(f".{generation.id}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            with self.cache.reading():
+                shutil.copytree(generation.db_dir, partial)
+            os.replace(partial, target)
+        except OSError as exc:
+            _say(f"cannot copy DB {generation.id} into {self.work_dir}: {exc}")
+            shutil.rmtree(partial, ignore_errors=True)
+            return False
+        return True
+
+    def _switch(self, generation: Generation) -> bool:
+        """Restart the server on `generation` once no scan runs; True once it answers."""
+        with self.cache.drained():
+            self._stop_child()
+            link = self.work_dir / "db"
+            staged = self.work_dir / f".db-{secrets.token_hex(3)}"
+            staged.symlink_to(Path("dbs") / generation.id, target_is_directory=True)
+            os.replace(staged, link)
+            started = self._start()
+        if started:
+            self.generation = generation
+            updated = generation.metadata().get("UpdatedAt")
+            _say(f"serving DB {generation.id} (UpdatedAt {updated}) on {self.listen}")
+            for old in (self.work_dir / "dbs").iterdir():
+                if old.name != generation.id:
+                    shutil.rmtree(old, ignore_errors=True)
+        return started
+
+    def _start(self) -> bool:
         env = {k: v for k, v in os.environ.items() if k not in ROUTING_VARIABLES}
         env.pop(TOKEN_VARIABLE, None)
         if self.token:
@@ -136,13 +167,9 @@ class TrivyServer:
         while time.monotonic() < deadline and self._child.poll() is None:
             with contextlib.suppress(requests.RequestException):
                 if requests.get(self.health_url, timeout=1).ok:
-                    self.generation = generation
-                    self.cache.mark_serving(generation)
-                    updated = generation.metadata().get("UpdatedAt")
-                    _say(f"serving DB {generation.id} (UpdatedAt {updated}) on {self.listen}")
                     return True
             time.sleep(0.1)
-        _say(f"trivy server on DB {generation.id} did not come up (exit {self._child.poll()})")
+        _say(f"trivy server did not come up (exit {self._child.poll()})")
         self._stop_child()
         return False
 
