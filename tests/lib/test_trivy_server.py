@@ -9,6 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import dagster as dg
@@ -158,7 +159,7 @@ def test_concurrent_scans_through_the_server_find_what_sequential_scans_find(
     assert {run.db["UpdatedAt"] for run in runs.values()} == {_stamp(DB_A)}
     # They did run at once: some scan started before another had ended.
     spans.sort()
-    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+    assert any(later[0] < earlier[1] for earlier, later in pairwise(spans))
 
 
 def test_a_db_refresh_during_scans_leaves_every_scan_with_a_complete_db(
