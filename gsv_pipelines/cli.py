@@ -216,8 +216,11 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
         values = demo_data.vault_values(
             VaultResource(addr=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"]).client()
         )
-        # The planted fake token must not reach Dagster's storage either.
+        # The planted fake token and the Trivy server's token must not reach Dagster's storage
+        # either.
         values = [*values, FAKE_GITHUB_TOKEN]
+        if os.environ.get("GSV_TRIVY_SERVER_TOKEN"):
+            values.append(os.environ["GSV_TRIVY_SERVER_TOKEN"])
         leaks = leak_search(home, values)
     expected = _expected_gate_failures(seeded["images"])
     problems = _unexpected_problems(outcome["assets"], expected)

@@ -124,9 +124,13 @@ def test_secrets_bind_as_env_vars_never_as_values(monkeypatch):
     monkeypatch.setenv("VAULT_TOKEN", "s.token-that-must-not-show")
     monkeypatch.setenv("GSV_QDRANT_URL", "http://127.0.0.1:6333")
     monkeypatch.setenv("GSV_QDRANT_API_KEY", "api-key-that-must-not-show")
+    monkeypatch.setenv("GSV_TRIVY_SERVER_URL", "http://127.0.0.1:4954")
+    monkeypatch.setenv("GSV_TRIVY_SERVER_TOKEN", "trivy-token-that-must-not-show")
     resources = load_defs().resources
     assert resources["vault"].token == dg.EnvVar("VAULT_TOKEN")
     assert resources["qdrant"].api_key == dg.EnvVar("GSV_QDRANT_API_KEY")
+    assert resources["trivy"].server_token == dg.EnvVar("GSV_TRIVY_SERVER_TOKEN")
+    assert resources["trivy"].server_url == "http://127.0.0.1:4954"
     assert "must-not-show" not in repr(resources)
 
 

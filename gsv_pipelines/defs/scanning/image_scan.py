@@ -330,6 +330,7 @@ def image_scan(
             "scanned": dg.MetadataValue.bool(True),
             **_record_metadata(store, record),
             "source": target.describe(),
+            "trivy_server": scanner.server_url or "none: Trivy on its own",
             "duration_seconds": dg.MetadataValue.float(record.duration_seconds),
             **_findings_metadata(report.vulnerabilities, report.secrets),
         }
