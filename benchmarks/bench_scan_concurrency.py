@@ -325,7 +325,7 @@ def measure() -> dict:
             registry.stop()
 
     def median(name: str, figure: str) -> float:
-        return statistics.median(r[figure] for r in rounds[name])
+        return round(statistics.median(r[figure] for r in rounds[name]), 3)
 
     return {
         "cores": len(os.sched_getaffinity(0)),

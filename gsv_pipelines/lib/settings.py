@@ -30,8 +30,8 @@ SECRET_VARIABLES = (
 
 DEFAULT_VAULT_ADDR = "http://127.0.0.1:8200"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
-# Image scans at once: the limit `gsv demo`/`gsv dev` give the trivy_scan pool (benchmarks/
-# bench_scan_concurrency.py measured the choice).
+# Image scans at once: the limit `gsv demo`/`gsv dev` give the trivy_scan pool; as many as the
+# local instance runs runs at once (dagster.yaml's max_concurrent_runs), so no scan run waits.
 DEFAULT_SCAN_CONCURRENCY = 4
 
 

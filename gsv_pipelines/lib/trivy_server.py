@@ -121,13 +121,17 @@ class TrivyServer:
     def _copy(self, generation: Generation) -> bool:
         """The server's own copy of `generation`'s DB, made while the old one is served."""
         target = self.work_dir / "dbs" / generation.id
-        if target.is_dir():
-            return True
+        source_metadata = generation.db_dir / "metadata.json"
+        with contextlib.suppress(OSError):
+            # A DB written in place keeps its id: its copy is good only with the same metadata.
+            if (target / "metadata.json").read_bytes() == source_metadata.read_bytes():
+                return True
         partial = target.with_name(f".{generation.id}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         try:
             with self.cache.reading():
                 shutil.copytree(generation.db_dir, partial)
+            shutil.rmtree(target, ignore_errors=True)
             os.replace(partial, target)
         except OSError as exc:
             _say(f"cannot copy DB {generation.id} into {self.work_dir}: {exc}")
