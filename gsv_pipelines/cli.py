@@ -107,9 +107,16 @@ def local_services(settings: Settings) -> Iterator[dict]:
         if settings.qdrant_url
         else {"mode": "embedded", "path": str(settings.qdrant_path)}
     )
+    trivy = None
     try:
+        trivy = _start_trivy_server(settings, services)
         yield services
     finally:
+        if trivy:
+            trivy.stop()
+            for name in ("GSV_TRIVY_SERVER_URL", "GSV_TRIVY_SERVER_TOKEN"):
+                os.environ.pop(name, None)
+            _say("stopped the Trivy server")
         if bao:
             bao.stop()
             os.environ.pop("VAULT_TOKEN", None)
@@ -151,6 +158,38 @@ def alert_receiver() -> Iterator[tuple]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+def _start_trivy_server(settings: Settings, services: dict):
+    """The Trivy server every scan of the runs goes through (any number at once), unless
+    GSV_TRIVY_SERVER_URL names one; it serves the cache's DB, so the demo DB is seeded first."""
+    from gsv_pipelines.lib import trivy_server
+
+    if settings.trivy_server_url:
+        services["trivy"] = {"server": settings.trivy_server_url, "started": False}
+        return None
+    if not settings.trivy_bin:
+        services["trivy"] = {"server": None, "note": "no trivy binary: scans fail clearly"}
+        return None
+    demo_data.seed_trivy_db(settings.trivy_cache_dir)
+    server = trivy_server.start_local(
+        settings.trivy_bin, settings.trivy_cache_dir, settings.data_dir / "logs"
+    )
+    os.environ["GSV_TRIVY_SERVER_URL"] = server.url
+    os.environ["GSV_TRIVY_SERVER_TOKEN"] = server.token
+    services["trivy"] = {"server": server.url, "started": True}
+    _say(f"started the Trivy server at {server.url} (pid {server.process.pid})")
+    return server
+
+
+def _set_scan_pool(settings: Settings) -> None:
+    """The trivy_scan pool's limit on the local instance: GSV_SCAN_CONCURRENCY scans at once."""
+    import dagster as dg
+
+    from gsv_pipelines.defs.scanning.image_scan import SCAN_POOL
+
+    with dg.DagsterInstance.get() as instance:
+        instance.event_log_storage.set_concurrency_slots(SCAN_POOL, settings.scan_concurrency)
 
 
 def seed(settings: Settings, scale: float = 1.0) -> dict:
@@ -230,6 +269,7 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
 
     started = datetime.now(UTC)
     home = _prepare_dagster_home(settings)
+    _set_scan_pool(settings)
     with (
         local_services(settings) as services,
         alert_receiver() as (receiver, alert_secrets, channels),
@@ -256,6 +296,9 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
         # The planted fake token and the alert channels' URLs and key must not reach Dagster's
         # storage, the alerts (as received, and in the store: incidents, dead letters) either.
         values = [*values, FAKE_GITHUB_TOKEN, *alert_secrets]
+        # ... nor the Trivy server's token.
+        if os.environ.get("GSV_TRIVY_SERVER_TOKEN"):
+            values.append(os.environ["GSV_TRIVY_SERVER_TOKEN"])
         leaks = [
             found
             for root in (home, settings.data_dir / RECEIVED, _local_alerts_folder(settings))
@@ -327,8 +370,9 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
     print()
     _say(
         f"leak search: {len(values)} secret values (every version in Vault, the planted fake "
-        f"token, the alert channels' URLs and key) searched for in everything under {home}, the "
-        f"alerts received and the store's alerts/: {len(leaks)} found"
+        f"token, the alert channels' URLs and key, the Trivy server's token) searched for in "
+        f"everything under {home}, the alerts received and the store's alerts/: "
+        f"{len(leaks)} found"
     )
     for leak in leaks:
         _say(f"  LEAK {leak}")
@@ -489,6 +533,7 @@ def _print_risk_report(settings: Settings, assets: list[dict], expected) -> None
 
 def dev(settings: Settings, host: str, port: int, scale: float = 1.0) -> int:
     _prepare_dagster_home(settings)
+    _set_scan_pool(settings)
     with local_services(settings):
         seed(load_settings(), scale=scale)
         argv = [sys.executable, "-m", "dagster", "dev", "-h", host, "-p", str(port)]

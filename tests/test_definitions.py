@@ -128,9 +128,13 @@ def test_secrets_bind_as_env_vars_never_as_values(monkeypatch):
     monkeypatch.setenv("VAULT_TOKEN", "s.token-that-must-not-show")
     monkeypatch.setenv("GSV_QDRANT_URL", "http://127.0.0.1:6333")
     monkeypatch.setenv("GSV_QDRANT_API_KEY", "api-key-that-must-not-show")
+    monkeypatch.setenv("GSV_TRIVY_SERVER_URL", "http://127.0.0.1:4954")
+    monkeypatch.setenv("GSV_TRIVY_SERVER_TOKEN", "trivy-token-that-must-not-show")
     resources = load_defs().resources
     assert resources["vault"].token == dg.EnvVar("VAULT_TOKEN")
     assert resources["qdrant"].api_key == dg.EnvVar("GSV_QDRANT_API_KEY")
+    assert resources["trivy"].server_token == dg.EnvVar("GSV_TRIVY_SERVER_TOKEN")
+    assert resources["trivy"].server_url == "http://127.0.0.1:4954"
     assert "must-not-show" not in repr(resources)
 
 
@@ -155,10 +159,7 @@ def test_instance_yaml_queues_runs_with_limits_monitoring_and_no_telemetry(tmp_p
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 4
-        assert {limit["key"] for limit in queue.tag_concurrency_limits} == {
-            "gsv/secret",
-            "gsv/trivy-cache",
-        }
+        assert {limit["key"] for limit in queue.tag_concurrency_limits} == {"gsv/secret"}
         assert instance.run_monitoring_enabled
         assert not instance.telemetry_enabled
         assert str(instance.storage_directory()).startswith(str(tmp_path))

@@ -59,6 +59,8 @@ def resources() -> dg.Definitions:
                 binary=settings.trivy_bin,
                 cache_dir=str(settings.trivy_cache_dir),
                 db_repository=settings.trivy_db_repository,
+                server_url=settings.trivy_server_url,
+                server_token=_secret(settings, "GSV_TRIVY_SERVER_TOKEN"),
             ),
             "registries": RegistriesResource(path=_text(settings.registries_file)),
             "policies": PoliciesResource(

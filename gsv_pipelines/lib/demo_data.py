@@ -186,11 +186,16 @@ def seed_platform_db(url: str) -> dict[str, int]:
 
 
 def seed_trivy_db(cache_dir: Path) -> str:
-    """A demo vulnerability DB in Trivy's cache, unless one is there: no network reaches Trivy's
-    own DB here. Labelled (`gsv_demo` in its metadata, CVE-2099-* advisories) as a demo DB."""
+    """A demo vulnerability DB published in Trivy's cache, unless one is there: no network
+    reaches Trivy's own DB here. Labelled (`gsv_demo` in its metadata, CVE-2099-* advisories) as
+    a demo DB."""
     from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES, write_trivy_db
+    from gsv_pipelines.lib.trivy_cache import TrivyCache
 
-    if (cache_dir / "db" / "trivy.db").is_file():
+    cache = TrivyCache(cache_dir)
+    if cache.current() is not None:
         return "kept: a vulnerability DB is already in the cache"
-    write_trivy_db(cache_dir, list(DEMO_ADVISORIES))
+    with cache.refreshing(), cache.staging() as staged:
+        write_trivy_db(staged, list(DEMO_ADVISORIES))
+        cache.publish(staged)
     return f"generated a demo DB ({len(DEMO_ADVISORIES)} synthetic advisories, CVE-2099-*)"

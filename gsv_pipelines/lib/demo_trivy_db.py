@@ -106,11 +106,14 @@ def _vulnerability_json(adv: Advisory, when: str) -> bytes:
     ).encode()
 
 
-def write_trivy_db(cache_dir: Path, advisories: list[Advisory]) -> Path:
+def write_trivy_db(
+    cache_dir: Path, advisories: list[Advisory], updated_at: datetime | None = None
+) -> Path:
     """Write ``<cache_dir>/db/trivy.db`` and ``metadata.json`` for ``advisories``; return db path.
 
     Use with ``trivy ... --cache-dir <cache_dir> --skip-db-update --offline-scan``.
-    An existing DB is replaced (written to a temp file, then renamed into place).
+    An existing DB is replaced (written to a temp file, then renamed into place). `updated_at`:
+    the DB's UpdatedAt (default now), which tells one DB from the next.
     """
     db_dir = Path(cache_dir) / "db"
     db_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +121,7 @@ def write_trivy_db(cache_dir: Path, advisories: list[Advisory]) -> Path:
     tmp_path = db_dir / "trivy.db.tmp"
     tmp_path.unlink(missing_ok=True)
 
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = (updated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     by_os: dict[str, dict[str, list[Advisory]]] = defaultdict(lambda: defaultdict(list))
     for adv in advisories:

@@ -27,6 +27,7 @@ SECRET_VARIABLES = (
     "GSV_TEAMS_WEBHOOK_URL",
     "GSV_ALERT_WEBHOOK_URL",
     "GSV_ALERT_WEBHOOK_SECRET",
+    "GSV_TRIVY_SERVER_TOKEN",
 )
 
 DEFAULT_VAULT_ADDR = "http://127.0.0.1:8200"
@@ -34,6 +35,9 @@ DEFAULT_UI_URL = "http://127.0.0.1:3000"
 # The first day of the daily partitions when GSV_PARTITIONS_START is unset: this release's month.
 # An installation sets its own install day (`gsv demo`/`gsv dev` record theirs in GSV_DATA_DIR).
 DEFAULT_PARTITIONS_START = date(2026, 12, 1)
+# Image scans at once: the limit `gsv demo`/`gsv dev` give the trivy_scan pool; as many as the
+# local instance runs runs at once (dagster.yaml's max_concurrent_runs), so no scan run waits.
+DEFAULT_SCAN_CONCURRENCY = 4
 
 
 class SettingsError(ValueError):
@@ -53,6 +57,8 @@ class Settings:
     trivy_bin: str | None
     trivy_cache_dir: Path
     trivy_db_repository: str | None
+    trivy_server_url: str | None
+    scan_concurrency: int
     registries_file: Path | None
     ui_url: str
     backup_policy: Path | None
@@ -107,6 +113,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         trivy_bin=get("TRIVY_BIN") or find_trivy(),
         trivy_cache_dir=Path(get("TRIVY_CACHE_DIR") or data_dir / "trivy-cache").absolute(),
         trivy_db_repository=get("TRIVY_DB_REPOSITORY"),
+        trivy_server_url=(get("GSV_TRIVY_SERVER_URL") or "").rstrip("/") or None,
+        scan_concurrency=_positive_int(get("GSV_SCAN_CONCURRENCY"), "GSV_SCAN_CONCURRENCY")
+        or DEFAULT_SCAN_CONCURRENCY,
         registries_file=_path(get("GSV_REGISTRIES")),
         ui_url=(get("GSV_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
         backup_policy=_path(get("GSV_BACKUP_POLICY")),
@@ -131,6 +140,14 @@ def _day(name: str, get) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise SettingsError(f"{name} must be a day as YYYY-MM-DD, not {value!r}") from None
+
+
+def _positive_int(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise SettingsError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 def _path(value: str | None) -> Path | None:

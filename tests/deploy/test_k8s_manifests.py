@@ -872,3 +872,53 @@ def test_the_exporter_is_hardened_and_given_only_what_it_reads(base):
         "items": [{"key": "dagster.yaml", "path": "dagster.yaml"}],
     }
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+
+
+def test_scans_reach_one_hardened_trivy_server_on_the_shared_cache(base):
+    deployment = _one(base, "Deployment", "gsv-trivy-server")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    _, code_server = _code_server(base)
+    config = _one(base, "ConfigMap", "gsv-pipelines-config")["data"]
+    # One server per cache, the old one gone before the new one starts.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # The code location's own image, its supervisor, on the port the Service and the setting name.
+    assert container["image"] == code_server["image"]
+    command = container["command"]
+    assert command[:3] == ["python", "-m", "gsv_pipelines.lib.trivy_server"]
+    port = int(command[command.index("--listen") + 1].rpartition(":")[2])
+    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    service = _one(base, "Service", "gsv-trivy-server")
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}
+    ]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert config["GSV_TRIVY_SERVER_URL"] == f"http://{service['metadata']['name']}:{port}"
+    # Hardened like the code server, and no token: it never calls the Kubernetes API.
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == _code_server(base)[0]["securityContext"]
+    assert container["securityContext"] == code_server["securityContext"]
+    for bound in ("requests", "limits"):
+        assert set(container["resources"][bound]) == {"cpu", "memory"}
+    # The published DBs from the shared claim, where TRIVY_CACHE_DIR says; its copy on its disk.
+    claim = _one(base, "PersistentVolumeClaim", "gsv-pipelines-trivy-cache")
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    work = command[command.index("--work-dir") + 1]
+    assert mounts == {config["TRIVY_CACHE_DIR"]: "trivy-cache", work: "work", "/tmp": "tmp"}
+    assert volumes["trivy-cache"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert "emptyDir" in volumes["work"] and "emptyDir" in volumes["tmp"]
+    # Settings from the ConfigMap, the clients' token from the Secret, by reference only.
+    assert container["envFrom"] == [{"configMapRef": {"name": "gsv-pipelines-config"}}]
+    assert container["env"] == [
+        {
+            "name": "GSV_TRIVY_SERVER_TOKEN",
+            "valueFrom": {
+                "secretKeyRef": {"name": "gsv-pipelines-secrets", "key": "GSV_TRIVY_SERVER_TOKEN"}
+            },
+        }
+    ]
+    assert "GSV_TRIVY_SERVER_TOKEN" in SECRET_VARIABLES

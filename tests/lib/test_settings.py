@@ -20,6 +20,8 @@ def test_defaults_live_under_the_data_dir(tmp_path):
     assert settings.trivy_cache_dir == tmp_path / "trivy-cache"
     assert settings.registries_file is None
     assert settings.ui_url == "http://127.0.0.1:3000"
+    assert settings.trivy_server_url is None
+    assert settings.scan_concurrency == 4
     assert settings.secrets_set == frozenset()
 
 
@@ -45,9 +47,13 @@ def test_every_contract_variable_is_read(tmp_path):
             "TRIVY_DB_REPOSITORY": "registry.example/trivy-db",
             "GSV_REGISTRIES": str(tmp_path / "registries.yaml"),
             "GSV_UI_URL": "https://dagster.example/",
+            "GSV_TRIVY_SERVER_URL": "http://gsv-trivy-server:4954/",
+            "GSV_SCAN_CONCURRENCY": "8",
         }
     )
     assert settings.is_prod
+    assert settings.trivy_server_url == "http://gsv-trivy-server:4954"
+    assert settings.scan_concurrency == 8
     assert settings.qdrant_url == "https://qdrant.example:6333"
     assert settings.qdrant_path == tmp_path / "q"
     assert settings.backup_url == "s3://backups/gsv"
@@ -110,3 +116,9 @@ def test_the_definitions_partitions_start_where_the_settings_say(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2026-11-20", "2026-11-20", "2026-11-20", "2026-11-13"]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "four", "1.5"])
+def test_scan_concurrency_must_be_a_whole_number_of_at_least_one(value):
+    with pytest.raises(SettingsError, match=f"GSV_SCAN_CONCURRENCY must be .*not '{value}'"):
+        load_settings({"GSV_SCAN_CONCURRENCY": value})

@@ -1,6 +1,7 @@
 """A fault injector in front of a real registry, not a fake registry: every request is forwarded
 to the real one and its answer relayed, except on the paths it is told to break, where it answers
-HTTP 500, stalls past the client's read timeout, or drops a response header instead, until healed.
+HTTP 500, stalls past the client's read timeout, holds it until healed and then forwards it, or
+drops a response header instead, until healed.
 It can also add latency to every request (a registry across a network), and counts the requests
 it sees. The stdlib's http.server in a thread, on 127.0.0.1.
 """
@@ -20,7 +21,7 @@ class FlakyProxy:
     def __init__(self, upstream: str):
         self.upstream = urlsplit(upstream).netloc
         self.seen: list[tuple[str, str]] = []  # (method, path) of every request, in order
-        # (path pattern, "500" | "stall" | "drop:<response header>")
+        # (path pattern, "500" | "stall" | "hold" | "drop:<response header>")
         self._faults: list[tuple[re.Pattern, str]] = []
         self._lock = threading.Lock()
         self._released = threading.Event()
@@ -56,6 +57,12 @@ class FlakyProxy:
         with self._lock:
             self._released.clear()
             self._faults.append((re.compile(path_pattern), "stall"))
+
+    def hold(self, path_pattern: str) -> None:
+        """Keep requests whose path matches waiting until heal(), then forward them."""
+        with self._lock:
+            self._released.clear()
+            self._faults.append((re.compile(path_pattern), "hold"))
 
     def delay(self, seconds: float) -> None:
         """Hold every request `seconds` before forwarding it, as a distant registry would."""
@@ -98,6 +105,8 @@ def _handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
                 proxy._released.wait(STALL_LIMIT_SECONDS)
                 self.close_connection = True
                 return
+            if fault == "hold":
+                proxy._released.wait(STALL_LIMIT_SECONDS)
             if proxy._latency:
                 time.sleep(proxy._latency)
             if fault == "500":

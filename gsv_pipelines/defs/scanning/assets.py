@@ -24,6 +24,8 @@ SEVERE = ("CRITICAL", "HIGH")
 DEPLOY_FOLDER = Path(gsv_pipelines.__file__).resolve().parents[1] / "deploy"
 # Rows shown in a metadata table; the counts always cover every finding.
 TABLE_ROWS = 50
+# How long trivy_db waits for the Trivy server to hold the DB it published.
+SERVER_SWITCH_SECONDS = 120
 
 
 @dg.asset(
@@ -34,14 +36,16 @@ TABLE_ROWS = 50
     tags={"gsv/domain": "scanning"},
     # Trivy publishes a new DB every few hours; one refresh a day keeps scans current.
     automation_condition=dg.AutomationCondition.on_cron("0 1 * * *"),
-    op_tags={"gsv/trivy-cache": "shared", **pod_sizes.SCAN},
+    op_tags=pod_sizes.SCAN,
 )
 def trivy_db(context: dg.AssetExecutionContext, trivy: TrivyResource) -> dg.MaterializeResult:
     """Trivy's vulnerability DB, downloaded once into the shared cache (TRIVY_CACHE_DIR), from
-    TRIVY_DB_REPOSITORY when a mirror is set. Every image scan then runs with --skip-db-update
-    against it: one DB download per refresh, not one per scan."""
+    TRIVY_DB_REPOSITORY when a mirror is set, into a folder of its own that is published only
+    once complete. Every image scan then uses it (through the Trivy server, which switches to it
+    once the scans in flight are done, or on its own) and never downloads: one DB download per
+    refresh, not one per scan."""
     scanner = trivy.trivy()
-    before = scanner.db_metadata()
+    before = scanner.published_db_metadata()
     started = datetime.now(UTC)
     metadata = scanner.download_db()
     seconds = (datetime.now(UTC) - started).total_seconds()
@@ -50,8 +54,20 @@ def trivy_db(context: dg.AssetExecutionContext, trivy: TrivyResource) -> dg.Mate
         f"vulnerability DB of {metadata.get('UpdatedAt')} "
         + ("downloaded" if changed else "already current (Trivy's NextUpdate not reached)")
     )
+    served = {}
+    if scanner.server_url:
+        held = scanner.await_server_db(str(metadata.get("UpdatedAt")), SERVER_SWITCH_SECONDS)
+        held_at = str((held or {}).get("UpdatedAt"))
+        if held_at != str(metadata.get("UpdatedAt")):
+            context.log.warning(
+                f"{scanner.describe()} still holds the DB of {held_at} after "
+                f"{SERVER_SWITCH_SECONDS} s: it switches once its scans in flight are done "
+                "(is it running `python -m gsv_pipelines.lib.trivy_server` on this cache?)"
+            )
+        served = {"server": scanner.server_url, "server_db_updated_at": held_at}
     return dg.MaterializeResult(
         metadata={
+            **served,
             "db_version": dg.MetadataValue.int(int(metadata.get("Version", 0))),
             "updated_at": str(metadata.get("UpdatedAt")),
             "next_update": str(metadata.get("NextUpdate")),
@@ -83,7 +99,7 @@ class ConfigScanConfig(dg.Config):
     # The checks ship inside the trivy binary, and deploy/ changes only with a new image: a daily
     # scan notices both.
     automation_condition=dg.AutomationCondition.on_cron("30 1 * * *"),
-    op_tags={"gsv/trivy-cache": "shared", **pod_sizes.SCAN},
+    op_tags=pod_sizes.SCAN,
     check_specs=[
         dg.AssetCheckSpec(
             CONFIG_SCAN_CHECK,

@@ -57,6 +57,9 @@ REGISTRY_REFERENCE = re.compile(
     r"/(?P<repository>[a-z0-9][^@\s]*)@(?P<digest>\S+)$"
 )
 OCI_PREFIX = "oci:"
+# Image scans at once, across all runs: its limit is set on the instance (`gsv demo`/`gsv dev`
+# set GSV_SCAN_CONCURRENCY; elsewhere `dagster instance concurrency set trivy_scan <n>`).
+SCAN_POOL = "trivy_scan"
 TOP_FINDINGS = 10
 TABLE_ROWS = 50
 
@@ -286,7 +289,8 @@ def _findings_metadata(vulnerabilities: "pd.DataFrame", secrets: "pd.DataFrame")
     partitions_def=IMAGE_DIGESTS,
     # Vault: registry credentials, for the GSV_REGISTRIES entries that keep them there.
     deps=[trivy_db, vault_storage],
-    op_tags={"gsv/trivy-cache": "shared", **pod_sizes.SCAN},
+    pool=SCAN_POOL,
+    op_tags=pod_sizes.SCAN,
 )
 def image_scan(
     context: dg.AssetExecutionContext,
@@ -310,12 +314,14 @@ def image_scan(
     scanner = trivy.trivy()
     store = backup_store.store()
     policy = policies.scanning()
-    # Read before the scan: should trivy_db refresh in between, the record names the older DB
-    # and the next run rescans, rather than the other way round.
-    db = scanner.db_metadata()
+    # The DB a scan now would use (the scan records the one it did use).
+    try:
+        db = scanner.db_metadata()
+    except TrivyError as exc:
+        raise dg.Failure(description=f"{exc}; nothing was scanned") from None
     if db is None:
         raise dg.Failure(
-            description=f"no vulnerability DB in {scanner.cache_dir}: materialize "
+            description=f"no vulnerability DB in {scanner.describe()}: materialize "
             "scanning/trivy_db first; nothing was scanned"
         )
     db_updated_at = str(db.get("UpdatedAt"))
@@ -377,7 +383,7 @@ def image_scan(
         reference=target.reference,
         raw_report=run.report,
         report=report,
-        db_metadata=db,
+        db_metadata=run.db,
         policy_sha256=policy.sha256,
         duration_seconds=run.seconds,
         image=config.image.strip() or (last.image if last else ""),
@@ -387,6 +393,7 @@ def image_scan(
             "scanned": dg.MetadataValue.bool(True),
             **_record_metadata(store, record),
             "source": target.describe(),
+            "trivy_server": scanner.server_url or "none: Trivy on its own",
             "duration_seconds": dg.MetadataValue.float(record.duration_seconds),
             **_findings_metadata(report.vulnerabilities, report.secrets),
         }

@@ -15,7 +15,7 @@ from gsv_pipelines.resources.trivy import TrivyResource
 SCAN_JOB = "image_scan_job"
 SCAN_OP = "scanning__image_scan"
 # Runs requested per tick: a new DB makes every running image due at once, and the scans queue
-# behind the shared Trivy cache anyway; the rest are requested on the next ticks.
+# for the trivy_scan pool anyway; the rest are requested on the next ticks.
 MAX_REQUESTS = 200
 # Scan records are read (one per digest, from S3 in prod) until this far into a tick; the next
 # tick goes on from there. A tick stays far inside Dagster's 60 s limit.
@@ -60,7 +60,7 @@ def build_image_rescan_sensor(
         db = scanner.db_metadata()
         if db is None:
             return dg.SkipReason(
-                f"no vulnerability DB in {scanner.cache_dir}: materialize scanning/trivy_db first"
+                f"no vulnerability DB in {scanner.describe()}: materialize scanning/trivy_db first"
             )
         db_updated_at = str(db.get("UpdatedAt"))
         policy_sha256 = policies.scanning().sha256

@@ -1,0 +1,399 @@
+"""A release: 40 distinct images pushed at once to the local registry, found by one
+image_push_sensor tick, each scanned by its image_scan_job run, at concurrency 1 (today's path)
+and at the new default, in one run; on 1 core and on 2 (taskset).
+
+Both contenders run the same 40 runs on the same images, 4 runs at a time (the local instance's
+max_concurrent_runs: worker processes that execute the sensor's run requests in-process against
+one on-disk Dagster instance, as the run queue would), with the trivy_scan pool at its default
+limit, and record every scan in the artefact store:
+- concurrency 1 (today's path): no Trivy server; every scan runs Trivy on its own, one at a time
+  on the cache's lock (Trivy opens its DB and layer cache with an exclusive lock);
+- the new default: the Trivy server (`lib/trivy_server.py`) on the same DB, scans as its clients,
+  as many at once as the pool lets.
+Measured: scans per minute from the run requests to the 40th recorded scan, and the CPU time
+the Trivy processes (clients and server) used per scan. Each image is a one-layer Alpine image
+with packages the generated DB knows (four different verdicts) and a small application (200
+text files of 2 KB, distinct per image, so no layer is cached for another); every run's
+findings are checked.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+IMAGES = 40
+APP_FILES, FILE_BYTES = 200, 2048
+ROUNDS = 2  # each contender twice, alternating: the machine may be shared
+PUSHERS = 8
+CORE_SETS = ("0", "0,1")
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+VULNERABLE = [("libcrypto3", "3.1.4-r0", "openssl"), ("busybox", "1.36.1-r15", "busybox")]
+FIXED = [("libcrypto3", "3.1.4-r5", "openssl"), ("busybox", "1.36.1-r16", "busybox")]
+# (packages, the CVEs of the generated DB they carry)
+VARIANTS = [
+    (VULNERABLE, {"CVE-2099-0001", "CVE-2099-0002", "CVE-2099-0003"}),
+    ([FIXED[0], VULNERABLE[1]], {"CVE-2099-0003"}),
+    ([VULNERABLE[0], FIXED[1]], {"CVE-2099-0001", "CVE-2099-0002"}),
+    (FIXED, set()),
+]
+
+
+def _run_workers() -> int:
+    """How many runs the local instance runs at once (dagster.yaml)."""
+    instance = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    return instance["concurrency"]["runs"]["max_concurrent_runs"]
+
+
+def _images(work: Path, registry) -> dict[str, tuple[str, set[str]]]:
+    """Build and push the release (all pushes at once); {digest: (reference, the CVEs it must
+    show)}."""
+    from gsv_pipelines.lib.oci_image import build_alpine_image
+
+    built = []
+    for index in range(IMAGES):
+        packages, cves = VARIANTS[index % len(VARIANTS)]
+        rnd = random.Random(index)
+        letters = string.ascii_letters + string.digits + " =()\n"
+        app = {
+            f"app/src/module{n:03d}.py": "".join(rnd.choices(letters, k=FILE_BYTES))
+            for n in range(APP_FILES)
+        }
+        layout = work / "layouts" / str(index)
+        digest = build_alpine_image(layout, "1.0", packages, extra_files=app)
+        built.append((layout, f"release/svc{index:02d}", digest, cves))
+    with ThreadPoolExecutor(PUSHERS) as pool:
+        list(pool.map(lambda b: registry.push(b[0], b[1], "1.0"), built))
+    return {
+        digest: (f"{registry.host}/{repository}@{digest}", cves)
+        for _, repository, digest, cves in built
+    }
+
+
+def _worker(home: str, spec: dict, requests, results, ready) -> None:
+    """One run worker: executes the run requests it is handed, in-process, on the instance."""
+    import dagster as dg
+
+    from benchmarks.bench_scan_concurrency import _definitions
+
+    defs = _definitions(spec)
+    job = defs.resolve_job_def("image_scan_job")
+    instance = dg.DagsterInstance.from_config(home)
+    ready.put(os.getpid())
+    while (request := requests.get()) is not None:
+        digest, run_config = request
+        started = time.monotonic()
+        outcome = job.execute_in_process(
+            instance=instance,
+            partition_key=digest,
+            run_config={**run_config, **QUIET},
+            raise_on_error=False,
+        )
+        results.put((digest, started, time.monotonic(), outcome.success))
+
+
+def _definitions(spec: dict):
+    import dagster as dg
+
+    from gsv_pipelines.defs.scanning.image_scan import image_scan
+    from gsv_pipelines.defs.scanning.jobs import image_scan_job
+    from gsv_pipelines.resources.policies import PoliciesResource
+    from gsv_pipelines.resources.registries import RegistriesResource
+    from gsv_pipelines.resources.storage import BackupStoreResource
+    from gsv_pipelines.resources.trivy import TrivyResource
+    from gsv_pipelines.resources.vault import VaultResource
+
+    # The gates are left out: they judge the record afterwards and would fail these runs on
+    # purpose (fixable criticals); the scan is what is measured.
+    return dg.Definitions(
+        assets=[image_scan],
+        jobs=[image_scan_job],
+        resources={
+            "trivy": TrivyResource(**spec["trivy"]),
+            "backup_store": BackupStoreResource(url=spec["store"]),
+            "policies": PoliciesResource(),
+            "registries": RegistriesResource(path=spec["registries"]),
+            "vault": VaultResource(addr="http://127.0.0.1:9"),
+        },
+    )
+
+
+def _cpu_wrapper(work: Path, binary: str) -> tuple[str, Path]:
+    """trivy behind a bash wrapper whose `times` writes each call's CPU time into a folder."""
+    folder = work / "trivy-cpu"
+    folder.mkdir()
+    wrapper = work / "trivy"
+    wrapper.write_text(f'#!/bin/bash\n"{binary}" "$@"\nrc=$?\ntimes > "{folder}/$$"\nexit $rc\n')
+    wrapper.chmod(0o755)
+    return str(wrapper), folder
+
+
+def _cpu_seconds(folder: Path) -> float:
+    """The calls' user and system times: the second line of `times` ("0m1.250s 0m0.310s")
+    is the children's, trivy's."""
+
+    def seconds(field: str) -> float:
+        minutes, _, rest = field.partition("m")
+        return int(minutes) * 60 + float(rest.rstrip("s"))
+
+    return sum(
+        seconds(field)
+        for path in folder.iterdir()
+        for field in path.read_text().splitlines()[1].split()
+    )
+
+
+def _server_cpu_seconds(supervisor_pid: int) -> float:
+    """CPU time of the trivy server the supervisor runs (Linux /proc)."""
+    total = 0.0
+    for child in Path(f"/proc/{supervisor_pid}/task/{supervisor_pid}/children").read_text().split():
+        fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _contender(name: str, work: Path, registry, db_cache: Path, expected, server: bool) -> dict:
+    import dagster as dg
+
+    from gsv_pipelines.defs.scanning.image_scan import SCAN_POOL
+    from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
+    from gsv_pipelines.defs.scanning.sensors import build_image_push_sensor
+    from gsv_pipelines.lib import scan_store
+    from gsv_pipelines.lib.settings import DEFAULT_SCAN_CONCURRENCY, find_trivy
+    from gsv_pipelines.lib.store import BackupStore
+    from gsv_pipelines.lib.trivy_server import start_local
+    from gsv_pipelines.resources.registries import RegistriesResource
+    from gsv_pipelines.resources.vault import VaultResource
+
+    here = work / name
+    home = here / "dagster"
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(
+        "concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n"
+    )
+    cache = here / "cache"
+    shutil.copytree(db_cache, cache)
+    binary, cpu_log = _cpu_wrapper(here, find_trivy())
+    registries = here / "registries.yaml"
+    registries.write_text(
+        f"registries:\n  - name: local\n    url: {registry.url}\n    repositories: ['release/*']\n"
+    )
+    trivy_server = start_local(find_trivy(), cache, here / "logs") if server else None
+    trivy = {"binary": binary, "cache_dir": str(cache), "timeout_seconds": 600}
+    if trivy_server:
+        trivy |= {"server_url": trivy_server.url, "server_token": trivy_server.token}
+    spec = {"trivy": trivy, "store": str(here / "store"), "registries": str(registries)}
+    context = multiprocessing.get_context("spawn")
+    requests, results, ready = context.Queue(), context.Queue(), context.Queue()
+    workers = [
+        context.Process(target=_worker, args=(str(home), spec, requests, results, ready))
+        for _ in range(_run_workers())
+    ]
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            instance.event_log_storage.set_concurrency_slots(SCAN_POOL, DEFAULT_SCAN_CONCURRENCY)
+            for worker in workers:
+                worker.start()
+            for _ in workers:
+                ready.get()
+            # The release is in the registry: one tick finds every image.
+            resources = {
+                "registries": RegistriesResource(path=str(registries)),
+                "vault": VaultResource(addr="http://127.0.0.1:9"),
+            }
+            with dg.build_sensor_context(instance=instance, resources=resources) as sensor_ctx:
+                tick = build_image_push_sensor()(sensor_ctx)
+            for request in tick.dynamic_partitions_requests or []:
+                instance.add_dynamic_partitions(IMAGE_DIGESTS.name, list(request.partition_keys))
+            run_requests = tick.run_requests
+            assert len(run_requests) == IMAGES, f"the tick requested {len(run_requests)} runs"
+            started = time.monotonic()
+            for request in run_requests:
+                requests.put((request.partition_key, request.run_config))
+            done = [results.get() for _ in run_requests]
+            seconds = time.monotonic() - started
+            server_cpu = _server_cpu_seconds(trivy_server.process.pid) if trivy_server else 0.0
+    finally:
+        for _ in workers:
+            requests.put(None)
+        for worker in workers:
+            worker.join()
+        if trivy_server:
+            trivy_server.stop()
+
+    failed = [digest for digest, _, _, success in done if not success]
+    assert not failed, f"{name}: {len(failed)} runs failed, e.g. {failed[0]}"
+    store = BackupStore(str(here / "store"))
+    for digest, (_, cves) in expected.items():
+        record = scan_store.latest_scan(store, digest)
+        found = set(scan_store.read_frame(store, record, "vulnerabilities")["vulnerability_id"])
+        assert found == cves, f"{name}: {digest} found {sorted(found)}, not {sorted(cves)}"
+    spans = sorted((start, end) for _, start, end, _ in done)
+    return {
+        "seconds": round(seconds, 2),
+        "scans_per_minute": round(IMAGES / seconds * 60, 1),
+        # The scans' Trivy processes, and the server's share when there is one.
+        "trivy_cpu_seconds_per_scan": round((_cpu_seconds(cpu_log) + server_cpu) / IMAGES, 3),
+        "most_runs_at_once": max(sum(s <= t < e for s, e in spans) for t, _ in spans),
+    }
+
+
+def _scans_only(name: str, work: Path, db_cache: Path, expected, server: bool) -> dict:
+    """The same 40 scans without Dagster: `Trivy.scan_image` from as many threads as the pool's
+    default limit, as on a cluster where each run's own work lands on a pod of its own."""
+    from gsv_pipelines.lib.settings import DEFAULT_SCAN_CONCURRENCY, find_trivy
+    from gsv_pipelines.lib.trivy import Trivy
+    from gsv_pipelines.lib.trivy_server import start_local
+
+    here = work / name
+    here.mkdir(parents=True)
+    cache = here / "cache"
+    shutil.copytree(db_cache, cache)
+    binary, cpu_log = _cpu_wrapper(here, find_trivy())
+    trivy_server = start_local(find_trivy(), cache, here / "logs") if server else None
+    try:
+        trivy = Trivy(
+            binary=binary,
+            cache_dir=cache,
+            server_url=trivy_server.url if trivy_server else None,
+            server_token=trivy_server.token if trivy_server else None,
+        )
+        started = time.monotonic()
+        with ThreadPoolExecutor(DEFAULT_SCAN_CONCURRENCY) as pool:
+            runs = list(pool.map(trivy.scan_image, [ref for ref, _ in expected.values()]))
+        seconds = time.monotonic() - started
+        server_cpu = _server_cpu_seconds(trivy_server.process.pid) if trivy_server else 0.0
+    finally:
+        if trivy_server:
+            trivy_server.stop()
+    for run, (reference, cves) in zip(runs, expected.values(), strict=True):
+        found = {
+            v["VulnerabilityID"]
+            for result in run.report.get("Results") or []
+            for v in result.get("Vulnerabilities") or []
+        }
+        assert found == cves, f"{name}: {reference} found {sorted(found)}, not {sorted(cves)}"
+    return {
+        "seconds": round(seconds, 2),
+        "scans_per_minute": round(IMAGES / seconds * 60, 1),
+        "trivy_cpu_seconds_per_scan": round((_cpu_seconds(cpu_log) + server_cpu) / IMAGES, 3),
+    }
+
+
+def measure() -> dict:
+    """Both contenders, ROUNDS times each, on the cores this process may use."""
+    from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES, write_trivy_db
+    from gsv_pipelines.lib.trivy_cache import TrivyCache
+    from tests.services.registry import start_registry
+
+    with tempfile.TemporaryDirectory(prefix="gsv-bench-scan-concurrency-") as tmp:
+        work = Path(tmp)
+        registry = start_registry(work / "registry")
+        try:
+            expected = _images(work, registry)
+            db_cache = TrivyCache(work / "db")
+            with db_cache.staging() as staged:
+                write_trivy_db(staged, list(DEMO_ADVISORIES))
+                db_cache.publish(staged)
+            rounds: dict[str, list[dict]] = {
+                f"{who}_{how}": [] for how in ("dagster", "trivy") for who in ("today", "server")
+            }
+            for n in range(ROUNDS):
+                for name in ("today", "server") if n % 2 == 0 else ("server", "today"):
+                    print(f"  {name} (round {n + 1}) ...", file=sys.stderr, flush=True)
+                    server = name == "server"
+                    rounds[f"{name}_dagster"].append(
+                        _contender(f"{name}{n}", work, registry, db_cache.root, expected, server)
+                    )
+                    rounds[f"{name}_trivy"].append(
+                        _scans_only(f"{name}{n}-trivy", work, db_cache.root, expected, server)
+                    )
+        finally:
+            registry.stop()
+
+    def median(name: str, figure: str) -> float:
+        return round(statistics.median(r[figure] for r in rounds[name]), 3)
+
+    return {
+        "cores": len(os.sched_getaffinity(0)),
+        **{
+            f"{name}_{figure}": median(name, figure)
+            for name in rounds
+            for figure in ("scans_per_minute", "trivy_cpu_seconds_per_scan")
+        },
+        "rounds": rounds,
+    }
+
+
+def _measure_on(cores: str) -> dict:
+    """measure() in a child pinned to `cores`, so that the registry, Dagster and every Trivy
+    process it starts share them."""
+    done = subprocess.run(
+        ["taskset", "-c", cores, sys.executable, "-m", "benchmarks.bench_scan_concurrency"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run() -> dict:
+    from gsv_pipelines.lib.settings import DEFAULT_SCAN_CONCURRENCY
+
+    available = len(os.sched_getaffinity(0))
+    by_cores = {}
+    for cores in CORE_SETS:
+        if len(cores.split(",")) <= available:
+            print(f"  on cores {cores} ...", file=sys.stderr, flush=True)
+            by_cores[len(cores.split(","))] = _measure_on(cores)
+    top = by_cores[max(by_cores)]
+    figures = {"scans_per_minute": "dagster", "trivy_scans_per_minute": "trivy"}
+
+    def ratio(r: dict, how: str) -> float:
+        return round(r[f"server_{how}_scans_per_minute"] / r[f"today_{how}_scans_per_minute"], 2)
+
+    return {
+        "name": "scan_concurrency",
+        "what": f"{IMAGES} distinct images pushed at once, one sensor tick, {IMAGES} "
+        f"image_scan_job runs {_run_workers()} at a time, through the Trivy server with the "
+        f"trivy_scan pool at {DEFAULT_SCAN_CONCURRENCY} (on {max(by_cores)} cores); "
+        "trivy_scans_per_minute: the same scans without Dagster's runs around them",
+        "baseline_what": "the same, every scan Trivy on its own, one at a time on the cache's "
+        "lock (today's path)",
+        "goal": ">= 1.8x today's scans per minute on 2 cores",
+        "measured": {f: top[f"server_{how}_scans_per_minute"] for f, how in figures.items()},
+        "baseline": {f: top[f"today_{how}_scans_per_minute"] for f, how in figures.items()},
+        "ratio": {f: ratio(top, how) for f, how in figures.items()},
+        "summary": "; ".join(
+            f"{n} core(s): runs {ratio(r, 'dagster')}x "
+            f"({r['server_dagster_scans_per_minute']} vs {r['today_dagster_scans_per_minute']} "
+            f"scans/min), scans alone {ratio(r, 'trivy')}x "
+            f"({r['server_trivy_scans_per_minute']} vs {r['today_trivy_scans_per_minute']}), "
+            f"Trivy CPU {r['server_trivy_trivy_cpu_seconds_per_scan']} s/scan"
+            for n, r in by_cores.items()
+        ),
+        "by_cores": by_cores,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--all", action="store_true", help="on 1 and 2 cores, as make bench does")
+    if parser.parse_args().all:
+        print(json.dumps(run(), indent=2))
+    else:
+        print(json.dumps(measure()))
