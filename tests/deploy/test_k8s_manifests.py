@@ -409,14 +409,21 @@ CONTRACT_SYSTEMS = {
     "alert-webhook": "GSV_ALERT_WEBHOOK_URL",
 }
 ALERT_CHANNELS = {"slack", "teams", "alert-webhook"}
-# Besides those: name resolution, the API server, and the code server inside the namespace.
-PLUMBING = {"dns", "kubernetes-api", "code-server"}
+# Besides those: name resolution, the API server, and the code server and the Trivy server
+# inside the namespace.
+PLUMBING = {"dns", "kubernetes-api", "code-server", "trivy-server"}
 # Who may reach what, per kind of pod in the namespace. The alert channels only from the code
 # server, whose sensors send; the exporter only what it reads.
 REACHES = {
-    "code server": {"dns", "kubernetes-api", *CONTRACT_SYSTEMS},
-    "run and step pods": {"dns", "kubernetes-api", *(set(CONTRACT_SYSTEMS) - ALERT_CHANNELS)},
+    "code server": {"dns", "kubernetes-api", "trivy-server", *CONTRACT_SYSTEMS},
+    "run and step pods": {
+        "dns",
+        "kubernetes-api",
+        "trivy-server",
+        *(set(CONTRACT_SYSTEMS) - ALERT_CHANNELS),
+    },
     "exporter": {"dns", "postgresql", "object-store"},
+    "trivy server": {"dns"},
     "dagster": {"dns", "kubernetes-api", "postgresql", "code-server"},
     "anything else": {"dns"},
 }
@@ -465,6 +472,9 @@ def _pods(base: list[dict]) -> dict[str, dict]:
             **context_labels,
         },
         "exporter": exporter_labels["labels"],
+        "trivy server": _one(base, "Deployment", "gsv-trivy-server")["spec"]["template"][
+            "metadata"
+        ]["labels"],
         "dagster": {
             **chart,
             "component": "dagster-webserver",
@@ -573,6 +583,7 @@ def test_ingress_only_from_the_ingress_controller_and_to_the_code_server_from_da
         "webserver-from-ingress-controller",
         "code-server-from-dagster",
         "metrics-from-prometheus",
+        "trivy-server-from-pipelines",
     }
     pods = _pods(base)
     web = ingress["webserver-from-ingress-controller"]
@@ -597,6 +608,19 @@ def test_ingress_only_from_the_ingress_controller_and_to_the_code_server_from_da
     assert _selects(peer["podSelector"], pods["dagster"])
     assert _selects(peer["podSelector"], pods["dagster daemon"])
     assert not _selects(peer["podSelector"], pods["anything else"])
+    # The Trivy server on its port, from the code location's pods (scans, the rescan sensor).
+    trivy = ingress["trivy-server-from-pipelines"]
+    assert [k for k, labels in pods.items() if _selects(trivy["podSelector"], labels)] == [
+        "trivy server"
+    ]
+    [rule] = trivy["ingress"]
+    server = _one(base, "Deployment", "gsv-trivy-server")["spec"]["template"]["spec"]
+    [port] = server["containers"][0]["ports"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}]
+    [peer] = rule["from"]
+    assert set(peer) == {"podSelector"}
+    reaching = [k for k, labels in pods.items() if _selects(peer["podSelector"], labels)]
+    assert reaching == ["code server", "run pods", "run and step pods"]
 
 
 # Prometheus's pods as the Prometheus Operator labels them (pkg/prometheus/server/statefulset.go:
