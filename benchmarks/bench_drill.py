@@ -36,12 +36,12 @@ CHILD = r"""
 import json, sys, time, warnings
 warnings.simplefilter("ignore")  # local mode warns about collections over 20,000 points
 from qdrant_client import QdrantClient
-from gsv_pipelines.lib.backup_policy import TargetPolicy
-from gsv_pipelines.lib.backups import backup_qdrant_collection
-from gsv_pipelines.lib.qdrant_export import restore_collection
-from gsv_pipelines.lib.restore import DRILL, RestoreRequest, restore
-from gsv_pipelines.lib.restore_qdrant import QdrantHandler
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.backups.policy import TargetPolicy
+from gsv_pipelines.lib.backups.make import backup_qdrant_collection
+from gsv_pipelines.lib.backups.qdrant_export import restore_collection
+from gsv_pipelines.lib.drills.restore import DRILL, RestoreRequest, restore
+from gsv_pipelines.lib.drills.qdrant import QdrantHandler
+from gsv_pipelines.lib.core.store import BackupStore
 
 path, store_url, collection, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 client = QdrantClient(path=path)
@@ -103,7 +103,7 @@ def _qdrant(points: int) -> dict:
         work = Path(tmp)
         print(f"  Qdrant: {points:,} points in {work}", flush=True)
         path, collection = _qdrant_source(work, points)
-        from gsv_pipelines.lib.backup_policy import load_backup_policy
+        from gsv_pipelines.lib.backups.policy import load_backup_policy
 
         batch = load_backup_policy().defaults.batch_size
         argv = [sys.executable, "-c", CHILD, str(path), str(work / "store"), collection]
@@ -138,12 +138,12 @@ FROM generate_series(1, {rows}) g;
 
 
 def _postgres(rows: int) -> dict:
-    from gsv_pipelines.lib import platform_db
-    from gsv_pipelines.lib.backup_policy import TargetPolicy
-    from gsv_pipelines.lib.backups import backup_platform_database
-    from gsv_pipelines.lib.restore import DRILL, RestoreRequest, restore
-    from gsv_pipelines.lib.restore_platform_db import PostgresHandler
-    from gsv_pipelines.lib.store import BackupStore
+    from gsv_pipelines.lib.backups import platform_db
+    from gsv_pipelines.lib.backups.make import backup_platform_database
+    from gsv_pipelines.lib.backups.policy import TargetPolicy
+    from gsv_pipelines.lib.core.store import BackupStore
+    from gsv_pipelines.lib.drills.platform_db import PostgresHandler
+    from gsv_pipelines.lib.drills.restore import DRILL, RestoreRequest, restore
     from tests.services.postgres import start_postgres
 
     print(f"  PostgreSQL: {rows:,} rows", flush=True)

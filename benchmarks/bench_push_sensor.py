@@ -18,10 +18,10 @@ from pathlib import Path
 import dagster as dg
 import requests
 
-from gsv_pipelines.lib.oci_image import build_alpine_image
-from gsv_pipelines.lib.push_watch import watch
-from gsv_pipelines.lib.registries import RegistryConfig
-from gsv_pipelines.lib.registry_client import MANIFEST_ACCEPT, WORKERS, RegistryClient
+from gsv_pipelines.demo.oci_image import build_alpine_image
+from gsv_pipelines.lib.scanning.push_watch import watch
+from gsv_pipelines.lib.scanning.registries import RegistryConfig
+from gsv_pipelines.lib.scanning.registry_client import MANIFEST_ACCEPT, WORKERS, RegistryClient
 from tests.services.flaky_proxy import FlakyProxy
 from tests.services.registry import start_registry
 

@@ -1,7 +1,7 @@
 """Exporting an embedded-mode Qdrant collection to Parquet against a naive export, same run.
 
 The issue's figure: 200,000 points x 384-dim float32 vectors with small payloads. Measured is
-`export_collection` (gsv_pipelines/lib/qdrant_export.py) at 50k and at 200k points; the baseline is
+`export_collection` (lib/backups/qdrant_export.py) at 50k and at 200k points; the baseline is
 the naive export (one `scroll` covering every point, with vectors and payloads, into a list, then
 one `json.dump` of [{id, vector, payload}]). Goals: >= 5x the baseline's points/s, and the
 export's own memory flat from 50k to 200k points.
@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from gsv_pipelines.lib.backup_policy import load_backup_policy
-from gsv_pipelines.lib.settings import load_settings
+from gsv_pipelines.lib.backups.policy import load_backup_policy
+from gsv_pipelines.lib.core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (50_000, 200_000)
@@ -81,8 +81,8 @@ warnings.simplefilter("ignore")  # local mode warns about collections over 20,00
 mode, path, collection, dim, out_dir, batch_size = sys.argv[1:7]
 from qdrant_client import QdrantClient, models
 if mode == "export":
-    from gsv_pipelines.lib.qdrant_export import export_collection
-    from gsv_pipelines.lib.store import BackupStore
+    from gsv_pipelines.lib.backups.qdrant_export import export_collection
+    from gsv_pipelines.lib.core.store import BackupStore
 
 
 def status(field):

@@ -14,10 +14,10 @@ from pathlib import Path
 import dagster as dg
 import hvac
 
-from gsv_pipelines.lib import vault_kv
-from gsv_pipelines.lib.openbao import start_dev_server
-from gsv_pipelines.lib.rotation import rotate
-from gsv_pipelines.lib.rotation_policy import load_rotation_policy
+from gsv_pipelines.lib.core import vault_kv
+from gsv_pipelines.lib.core.openbao import start_dev_server
+from gsv_pipelines.lib.rotation.policy import load_rotation_policy
+from gsv_pipelines.lib.rotation.rotate import rotate
 
 SECRETS = 200
 

@@ -8,7 +8,7 @@ one on-disk Dagster instance, as the run queue would), with the trivy_scan pool 
 limit, and record every scan in the artefact store:
 - concurrency 1 (today's path): no Trivy server; every scan runs Trivy on its own, one at a time
   on the cache's lock (Trivy opens its DB and layer cache with an exclusive lock);
-- the new default: the Trivy server (`lib/trivy_server.py`) on the same DB, scans as its clients,
+- the new default: the Trivy server (`trivy_server.py`) on the same DB, scans as its clients,
   as many at once as the pool lets.
 Measured: scans per minute from the run requests to the 40th recorded scan, and the CPU time
 the Trivy processes (clients and server) used per scan. Each image is a one-layer Alpine image
@@ -61,7 +61,7 @@ def _run_workers() -> int:
 def _images(work: Path, registry) -> dict[str, tuple[str, set[str]]]:
     """Build and push the release (all pushes at once); {digest: (reference, the CVEs it must
     show)}."""
-    from gsv_pipelines.lib.oci_image import build_alpine_image
+    from gsv_pipelines.demo.oci_image import build_alpine_image
 
     built = []
     for index in range(IMAGES):
@@ -171,10 +171,10 @@ def _contender(name: str, work: Path, registry, db_cache: Path, expected, server
     from gsv_pipelines.defs.scanning.image_scan import SCAN_POOL
     from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
     from gsv_pipelines.defs.scanning.sensors import build_image_push_sensor
-    from gsv_pipelines.lib import scan_store
-    from gsv_pipelines.lib.settings import DEFAULT_SCAN_CONCURRENCY, find_trivy
-    from gsv_pipelines.lib.store import BackupStore
-    from gsv_pipelines.lib.trivy_server import start_local
+    from gsv_pipelines.lib.core.settings import DEFAULT_SCAN_CONCURRENCY, find_trivy
+    from gsv_pipelines.lib.core.store import BackupStore
+    from gsv_pipelines.lib.scanning import store as scan_store
+    from gsv_pipelines.lib.scanning.trivy_server import start_local
     from gsv_pipelines.resources.registries import RegistriesResource
     from gsv_pipelines.resources.vault import VaultResource
 
@@ -254,9 +254,9 @@ def _contender(name: str, work: Path, registry, db_cache: Path, expected, server
 def _scans_only(name: str, work: Path, db_cache: Path, expected, server: bool) -> dict:
     """The same 40 scans without Dagster: `Trivy.scan_image` from as many threads as the pool's
     default limit, as on a cluster where each run's own work lands on a pod of its own."""
-    from gsv_pipelines.lib.settings import DEFAULT_SCAN_CONCURRENCY, find_trivy
-    from gsv_pipelines.lib.trivy import Trivy
-    from gsv_pipelines.lib.trivy_server import start_local
+    from gsv_pipelines.lib.core.settings import DEFAULT_SCAN_CONCURRENCY, find_trivy
+    from gsv_pipelines.lib.scanning.trivy import Trivy
+    from gsv_pipelines.lib.scanning.trivy_server import start_local
 
     here = work / name
     here.mkdir(parents=True)
@@ -295,8 +295,8 @@ def _scans_only(name: str, work: Path, db_cache: Path, expected, server: bool) -
 
 def measure() -> dict:
     """Both contenders, ROUNDS times each, on the cores this process may use."""
-    from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES, write_trivy_db
-    from gsv_pipelines.lib.trivy_cache import TrivyCache
+    from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES, write_trivy_db
+    from gsv_pipelines.lib.scanning.trivy_cache import TrivyCache
     from tests.services.registry import start_registry
 
     with tempfile.TemporaryDirectory(prefix="gsv-bench-scan-concurrency-") as tmp:
@@ -352,7 +352,7 @@ def _measure_on(cores: str) -> dict:
 
 
 def run() -> dict:
-    from gsv_pipelines.lib.settings import DEFAULT_SCAN_CONCURRENCY
+    from gsv_pipelines.lib.core.settings import DEFAULT_SCAN_CONCURRENCY
 
     available = len(os.sched_getaffinity(0))
     by_cores = {}

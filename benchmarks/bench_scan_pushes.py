@@ -19,10 +19,10 @@ from pathlib import Path
 import dagster as dg
 import requests
 
-from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES, write_trivy_db
-from gsv_pipelines.lib.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
-from gsv_pipelines.lib.registry_client import MANIFEST_ACCEPT
-from gsv_pipelines.lib.settings import find_trivy
+from gsv_pipelines.demo.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
+from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES, write_trivy_db
+from gsv_pipelines.lib.core.settings import find_trivy
+from gsv_pipelines.lib.scanning.registry_client import MANIFEST_ACCEPT
 from tests.services.registry import start_registry
 from tests.services.trivy_db import push_db_artifact
 

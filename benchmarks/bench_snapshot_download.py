@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from gsv_pipelines.lib.processes import ManagedProcess, free_port
+from gsv_pipelines.lib.core.processes import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED_BYTES = 1 << 30
@@ -22,8 +22,8 @@ BASELINE_BYTES = 50 << 20
 REPEATS = 3
 CLIENT = """
 import json, sys, time
-from gsv_pipelines.lib.qdrant_snapshot import snapshot_collection
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.backups.qdrant_snapshot import snapshot_collection
+from gsv_pipelines.lib.core.store import BackupStore
 
 url, store_dir = sys.argv[1], sys.argv[2]
 start = time.perf_counter()

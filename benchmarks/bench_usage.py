@@ -2,7 +2,7 @@
 references measured in the same run, on the same PostgreSQL 15 (throwaway, on loopback).
 
 Data: exactly GSV_BENCH_USAGE_EVENTS events (default 10,000,000) simulated for one day by
-gsv_pipelines.lib.usage_sim (200 tenants, 40 agents, ~0.5% duplicate deliveries, ~1% late, a few
+gsv_pipelines.demo.usage_sim (200 tenants, 40 agents, ~0.5% duplicate deliveries, ~1% late, a few
 malformed rows), written by COPY, then VACUUM ANALYZE, CHECKPOINT and sync: no contender shares
 the machine with the kernel writing the loaded gigabytes back (measured first, the pipeline did:
 +0.4-0.6 s).
@@ -109,8 +109,8 @@ def peak():
 if mode == "pipeline":
     import dagster as dg
     from gsv_pipelines.defs.usage import assets, checks
-    from gsv_pipelines.lib import usage_tables as tables
-    from gsv_pipelines.lib.usage_warehouse import read
+    from gsv_pipelines.lib.usage import tables
+    from gsv_pipelines.lib.usage.warehouse import read
     from gsv_pipelines.resources.policies import PoliciesResource
     from gsv_pipelines.resources.storage import DatabaseResource
     from gsv_pipelines.resources.warehouse import WarehouseResource
@@ -243,7 +243,7 @@ def _agree(pipeline: dict, other: dict, percentiles: bool) -> bool:
 
 
 def run() -> dict:
-    from gsv_pipelines.lib.usage_sim import seed_usage
+    from gsv_pipelines.demo.usage_sim import seed_usage
     from tests.services.postgres import start_postgres
 
     with tempfile.TemporaryDirectory(prefix="gsv-bench-usage-"):

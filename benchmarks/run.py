@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from gsv_pipelines.lib.settings import load_settings
+from gsv_pipelines.lib.core.settings import load_settings
 
 
 def main(selected: list[str]) -> int:

@@ -22,12 +22,14 @@ from pathlib import Path
 
 import requests
 
-from gsv_pipelines.lib import demo_data, demo_images, usage_sim
-from gsv_pipelines.lib.leaks import leak_search
-from gsv_pipelines.lib.oci_image import FAKE_GITHUB_TOKEN
-from gsv_pipelines.lib.openbao import start_raft_server
-from gsv_pipelines.lib.processes import ManagedProcess, free_port
-from gsv_pipelines.lib.settings import Settings, load_settings
+from gsv_pipelines.demo.oci_image import FAKE_GITHUB_TOKEN
+from gsv_pipelines.demo import data as demo_data
+from gsv_pipelines.demo import images as demo_images
+from gsv_pipelines.demo import usage_sim
+from gsv_pipelines.lib.core.leaks import leak_search
+from gsv_pipelines.lib.core.openbao import start_raft_server
+from gsv_pipelines.lib.core.processes import ManagedProcess, free_port
+from gsv_pipelines.lib.core.settings import Settings, load_settings
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.vault import VaultResource
 
@@ -163,7 +165,7 @@ def alert_receiver() -> Iterator[tuple]:
 def _start_trivy_server(settings: Settings, services: dict):
     """The Trivy server every scan of the runs goes through (any number at once), unless
     GSV_TRIVY_SERVER_URL names one; it serves the cache's DB, so the demo DB is seeded first."""
-    from gsv_pipelines.lib import trivy_server
+    from gsv_pipelines.lib.scanning import trivy_server
 
     if settings.trivy_server_url:
         services["trivy"] = {"server": settings.trivy_server_url, "started": False}
@@ -259,7 +261,7 @@ def demo(settings: Settings, scale: float = 1.0) -> int:
     import dagster as dg
 
     from gsv_pipelines.definitions import defs as load_defs
-    from gsv_pipelines.demo import (
+    from gsv_pipelines.demo.run import (
         demo_plan,
         run_alert_sensors,
         run_plan,
@@ -406,7 +408,7 @@ def _keep_received(settings: Settings, received: list, channels: dict[str, str])
 
 def _local_alerts_folder(settings: Settings) -> Path | None:
     """The store's alerts/ folder (incidents, dead letters) when the store is a local folder."""
-    from gsv_pipelines.lib.store import BackupStore
+    from gsv_pipelines.lib.core.store import BackupStore
 
     store = BackupStore(settings.backup_url)
     return Path(store.root) / "alerts" if store.fs.protocol[0] in ("file", "local") else None
@@ -481,7 +483,7 @@ def _unexpected_problems(assets: list[dict], expected: set[tuple[str, str]]) -> 
 
 def _print_usage(settings: Settings, seeded: dict) -> None:
     """The last seeded day's per-tenant and per-agent tables, from the warehouse."""
-    from gsv_pipelines.lib import usage_report
+    from gsv_pipelines.lib.usage import report as usage_report
 
     day = date.fromisoformat(max(seeded["partitions"]))
     try:
@@ -512,7 +514,7 @@ def _print_drill(assets: list[dict]) -> None:
 
 
 def _print_risk_report(settings: Settings, assets: list[dict], expected) -> None:
-    from gsv_pipelines.lib.store import BackupStore
+    from gsv_pipelines.lib.core.store import BackupStore
 
     for digest in sorted(d for _, d in expected):
         _say(
@@ -564,7 +566,7 @@ def dev(settings: Settings, host: str, port: int, scale: float = 1.0) -> int:
 def notifier_from_env(settings: Settings):
     """The notifier as the sensors bind it, from the same variables (for `gsv alerts`)."""
     from gsv_pipelines.lib.alerts.policy import load_alerts_policy
-    from gsv_pipelines.lib.store import BackupStore
+    from gsv_pipelines.lib.core.store import BackupStore
     from gsv_pipelines.resources.notifier import NotifierResource
 
     resource = NotifierResource(

@@ -12,10 +12,10 @@ import threading
 from prometheus_client import CollectorRegistry, start_http_server
 
 from gsv_pipelines.lib.alerts.metrics import PipelineCollector, Sources
-from gsv_pipelines.lib.backup_policy import load_backup_policy
-from gsv_pipelines.lib.rotation_policy import load_rotation_policy
-from gsv_pipelines.lib.settings import Settings
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.backups.policy import load_backup_policy
+from gsv_pipelines.lib.core.settings import Settings
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.rotation.policy import load_rotation_policy
 
 DEFAULT_PORT = 9477
 INVENTORY = ["rotation", "secret_inventory"]

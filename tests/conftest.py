@@ -12,10 +12,10 @@ from typing import TypeVar
 
 import pytest
 
-from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES, write_trivy_db
-from gsv_pipelines.lib.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
-from gsv_pipelines.lib.openbao import LocalServer, start_dev_server, start_raft_server
-from gsv_pipelines.lib.settings import SECRET_VARIABLES, find_trivy
+from gsv_pipelines.demo.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
+from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES, write_trivy_db
+from gsv_pipelines.lib.core.openbao import LocalServer, start_dev_server, start_raft_server
+from gsv_pipelines.lib.core.settings import SECRET_VARIABLES, find_trivy
 from tests.services.postgres import Postgres, start_postgres
 from tests.services.registry import Registry, start_registry
 from tests.services.s3 import S3Server, start_s3

@@ -13,8 +13,8 @@ from pathlib import Path
 import dagster as dg
 import requests
 
-from gsv_pipelines.lib.demo_data import DEMO_COLLECTIONS, DEMO_SECRETS
-from gsv_pipelines.lib.processes import ManagedProcess, free_port, port_open
+from gsv_pipelines.demo.data import DEMO_COLLECTIONS, DEMO_SECRETS
+from gsv_pipelines.lib.core.processes import ManagedProcess, free_port, port_open
 from tests.services.webserver import ROOT, check_partitions, webserver
 
 GSV = [sys.executable, "-m", "gsv_pipelines.cli"]
@@ -213,7 +213,7 @@ def test_dev_serves_the_ui_on_loopback_and_stops_cleanly(tmp_path):
 def test_alerts_list_and_replay_send_the_dead_letters_again(tmp_path):
     from gsv_pipelines.lib.alerts.deliver import Channel, Notifier, dead_letters
     from gsv_pipelines.lib.alerts.policy import load_alerts_policy
-    from gsv_pipelines.lib.store import BackupStore
+    from gsv_pipelines.lib.core.store import BackupStore
     from tests.lib.alerts.test_deliver import SECRET, alert, verify
     from tests.services.receiver import Receiver
 

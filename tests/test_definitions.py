@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from gsv_pipelines.definitions import defs as load_defs
-from gsv_pipelines.lib.settings import SECRET_VARIABLES
+from gsv_pipelines.lib.core.settings import SECRET_VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {"backups", "drills", "rotation", "scanning", "usage", "alerts"}

@@ -7,7 +7,7 @@ import fsspec
 import hvac
 from qdrant_client import models
 
-from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES
+from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.vault import VaultResource
 

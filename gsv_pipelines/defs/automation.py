@@ -6,7 +6,7 @@ Open-source Dagster starts its implicit default sensor stopped; this one runs in
 
 import dagster as dg
 
-from gsv_pipelines.lib.settings import load_settings
+from gsv_pipelines.lib.core.settings import load_settings
 
 
 def schedule_status() -> dg.DefaultScheduleStatus:

@@ -6,7 +6,7 @@ its own store and returns metadata only), so step pods need no shared IO-manager
 
 import dagster as dg
 
-from gsv_pipelines.lib.settings import load_settings
+from gsv_pipelines.lib.core.settings import load_settings
 
 
 @dg.definitions

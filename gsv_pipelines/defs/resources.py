@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from gsv_pipelines.lib.settings import Settings, load_settings
+from gsv_pipelines.lib.core.settings import Settings, load_settings
 from gsv_pipelines.resources.kubernetes import KubernetesResource
 from gsv_pipelines.resources.notifier import NotifierResource
 from gsv_pipelines.resources.policies import PoliciesResource

@@ -11,6 +11,6 @@ class KubernetesResource(dg.ConfigurableResource):
     def apis(self) -> tuple[Any, Any]:
         """(CustomObjectsApi, AppsV1Api)."""
         # Imported here: the kubernetes client is slow to import and only rotations use it.
-        from gsv_pipelines.lib.consumers import kubernetes_apis
+        from gsv_pipelines.lib.rotation.consumers import kubernetes_apis
 
         return kubernetes_apis()

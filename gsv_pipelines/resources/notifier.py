@@ -7,7 +7,7 @@ from pydantic import Field
 
 from gsv_pipelines.lib.alerts.deliver import Channel, Notifier
 from gsv_pipelines.lib.alerts.policy import AlertsPolicy
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core.store import BackupStore
 
 
 class NotifierError(ValueError):

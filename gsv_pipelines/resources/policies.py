@@ -4,11 +4,11 @@ import dagster as dg
 from pydantic import Field
 
 from gsv_pipelines.lib.alerts.policy import AlertsPolicy, load_alerts_policy
-from gsv_pipelines.lib.backup_policy import BackupPolicy, load_backup_policy
-from gsv_pipelines.lib.drill_policy import DrillPolicy, load_drill_policy
-from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
-from gsv_pipelines.lib.scan_policy import ScanPolicy, load_scan_policy
-from gsv_pipelines.lib.usage_policy import UsagePolicy, load_usage_policy
+from gsv_pipelines.lib.backups.policy import BackupPolicy, load_backup_policy
+from gsv_pipelines.lib.drills.policy import DrillPolicy, load_drill_policy
+from gsv_pipelines.lib.rotation.policy import RotationPolicy, load_rotation_policy
+from gsv_pipelines.lib.scanning.policy import ScanPolicy, load_scan_policy
+from gsv_pipelines.lib.usage.policy import UsagePolicy, load_usage_policy
 
 
 class PoliciesResource(dg.ConfigurableResource):

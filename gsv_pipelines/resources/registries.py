@@ -5,7 +5,11 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from gsv_pipelines.lib.registries import RegistryConfig, load_registries, resolve_credentials
+from gsv_pipelines.lib.scanning.registries import (
+    RegistryConfig,
+    load_registries,
+    resolve_credentials,
+)
 from gsv_pipelines.resources.vault import VaultResource
 
 
@@ -22,7 +26,7 @@ class RegistriesResource(dg.ConfigurableResource):
         Vault is only contacted when the registry's credentials live there."""
 
         def read_vault(mount: str, path: str):
-            from gsv_pipelines.lib import vault_kv
+            from gsv_pipelines.lib.core import vault_kv
 
             return vault_kv.read(vault.client(), mount, path).data
 

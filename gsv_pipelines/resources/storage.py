@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core.store import BackupStore
 
 
 class BackupStoreResource(dg.ConfigurableResource):

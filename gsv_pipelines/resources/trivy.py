@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from gsv_pipelines.lib.trivy import Trivy
+from gsv_pipelines.lib.scanning.trivy import Trivy
 
 
 class TrivyResource(dg.ConfigurableResource):

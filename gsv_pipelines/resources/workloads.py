@@ -1,6 +1,6 @@
 """What runs: the cluster's pods (prod) or an inventory file (local), as deployed images.
 
-Both resources answer `deployed_images()` with the frame of lib/deployed.py (DEPLOYED_COLUMNS),
+Both resources answer `deployed_images()` with the frame of scanning/deployed.py (DEPLOYED_COLUMNS),
 and `describe_source()` with a sentence for metadata and reports.
 """
 
@@ -45,13 +45,13 @@ class ClusterWorkloadsResource(WorkloadsResource):
         # it. The rotation hook's configuration (in-cluster, else kubeconfig) is reused.
         from kubernetes import client
 
-        from gsv_pipelines.lib.consumers import kubernetes_apis
+        from gsv_pipelines.lib.rotation.consumers import kubernetes_apis
 
         custom_api, _ = kubernetes_apis()
         return client.CoreV1Api(custom_api.api_client)
 
     def deployed_images(self) -> "pd.DataFrame":
-        from gsv_pipelines.lib.deployed import cluster_deployed_images
+        from gsv_pipelines.lib.scanning.deployed import cluster_deployed_images
 
         return cluster_deployed_images(
             self.core_api(),
@@ -68,13 +68,17 @@ class ClusterWorkloadsResource(WorkloadsResource):
 
 
 class InventoryWorkloadsResource(WorkloadsResource):
-    """The inventory file (GSV_IMAGE_INVENTORY; format in lib/deployed.py and the shipped
+    """The inventory file (GSV_IMAGE_INVENTORY; format in lib/scanning/deployed.py and the shipped
     gsv_pipelines/policies/deployed-images.example.yaml). No file: nothing is deployed."""
 
     path: str = Field(description="GSV_IMAGE_INVENTORY, default $GSV_DATA_DIR/deployed-images.yaml")
 
     def deployed_images(self) -> "pd.DataFrame":
-        from gsv_pipelines.lib.deployed import DEPLOYED_COLUMNS, read_inventory, typed_frame
+        from gsv_pipelines.lib.scanning.deployed import (
+            DEPLOYED_COLUMNS,
+            read_inventory,
+            typed_frame,
+        )
 
         if not Path(self.path).exists():
             return typed_frame([], DEPLOYED_COLUMNS)

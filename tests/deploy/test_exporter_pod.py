@@ -20,10 +20,11 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from gsv_pipelines.lib import usage_tables, usage_warehouse
 from gsv_pipelines.lib.alerts.incidents import Incidents, Observation
-from gsv_pipelines.lib.processes import ManagedProcess, free_port
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core.processes import ManagedProcess, free_port
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.usage import tables as usage_tables
+from gsv_pipelines.lib.usage import warehouse as usage_warehouse
 from tests.deploy.test_helm_values import chart_instance, values_for
 from tests.deploy.test_k8s_manifests import EXPORTER, K8S, _kustomize, _one
 from tests.lib.alerts.test_metrics import DAY, _frame

@@ -18,7 +18,7 @@ from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import construct_dagster_k8s_job, get_user_defined_k8s_config
 
 from gsv_pipelines.definitions import defs as load_defs
-from gsv_pipelines.lib import pod_sizes
+from gsv_pipelines.lib.core import pod_sizes
 from tests.deploy import schemas
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,8 +24,8 @@ import yaml
 from dagster_k8s.utils import get_common_labels
 
 from gsv_pipelines import cli, exporter
-from gsv_pipelines.lib.rotation_policy import load_rotation_policy
-from gsv_pipelines.lib.settings import SECRET_VARIABLES, load_settings
+from gsv_pipelines.lib.core.settings import SECRET_VARIABLES, load_settings
+from gsv_pipelines.lib.rotation.policy import load_rotation_policy
 from tests.deploy import schemas
 from tests.deploy.test_helm_values import FULLNAME
 
@@ -910,7 +910,7 @@ def test_scans_reach_one_hardened_trivy_server_on_the_shared_cache(base):
     # The code location's own image, its supervisor, on the port the Service and the setting name.
     assert container["image"] == code_server["image"]
     command = container["command"]
-    assert command[:3] == ["python", "-m", "gsv_pipelines.lib.trivy_server"]
+    assert command[:3] == ["python", "-m", "gsv_pipelines.lib.scanning.trivy_server"]
     port = int(command[command.index("--listen") + 1].rpartition(":")[2])
     assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}

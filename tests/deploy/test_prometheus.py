@@ -16,7 +16,7 @@ import pytest
 import requests
 import yaml
 
-from gsv_pipelines.lib.processes import ManagedProcess, free_port
+from gsv_pipelines.lib.core.processes import ManagedProcess, free_port
 from tests.conftest import _start
 from tests.services.prometheus import PROMTOOL, binary, start_alertmanager, start_prometheus
 from tests.services.receiver import Receiver

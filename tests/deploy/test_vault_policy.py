@@ -22,9 +22,9 @@ import hvac
 import pytest
 import requests
 
-from gsv_pipelines.lib import vault_kv
-from gsv_pipelines.lib.store import BackupStore
-from gsv_pipelines.lib.vault_snapshot import check_archive, take_snapshot, write_sentinel
+from gsv_pipelines.lib.backups.vault_snapshot import check_archive, take_snapshot, write_sentinel
+from gsv_pipelines.lib.core import vault_kv
+from gsv_pipelines.lib.core.store import BackupStore
 
 POLICY_FILE = Path(__file__).resolve().parents[2] / "deploy" / "vault" / "gsv-pipelines.hcl"
 POLICY = "gsv-pipelines"

@@ -1,7 +1,7 @@
 import pytest
 
-from gsv_pipelines.lib.openbao import start_dev_server
-from gsv_pipelines.lib.processes import free_port
+from gsv_pipelines.lib.core.openbao import start_dev_server
+from gsv_pipelines.lib.core.processes import free_port
 from gsv_pipelines.resources.vault import VaultError, VaultResource
 
 

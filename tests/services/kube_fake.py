@@ -5,7 +5,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from gsv_pipelines.lib.consumers import ESO_GROUP, ESO_VERSION
+from gsv_pipelines.lib.rotation.consumers import ESO_GROUP, ESO_VERSION
 
 
 def _status(refresh_time: str, resource_version: str, ready: str, reason: str) -> dict[str, Any]:

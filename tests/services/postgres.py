@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg2
 
-from gsv_pipelines.lib.processes import ServiceError, free_port
+from gsv_pipelines.lib.core.processes import ServiceError, free_port
 
 USER = "gsv"
 

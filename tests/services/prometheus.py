@@ -8,7 +8,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from gsv_pipelines.lib.processes import ManagedProcess, ServiceError, free_port
+from gsv_pipelines.lib.core.processes import ManagedProcess, ServiceError, free_port
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"

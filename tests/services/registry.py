@@ -14,7 +14,7 @@ from urllib.parse import urljoin
 import bcrypt
 import requests
 
-from gsv_pipelines.lib.processes import ManagedProcess, ServiceError, free_port
+from gsv_pipelines.lib.core.processes import ManagedProcess, ServiceError, free_port
 
 MANIFEST_TYPES = ", ".join(
     [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from gsv_pipelines.lib.processes import ManagedProcess, ServiceError, free_port
+from gsv_pipelines.lib.core.processes import ManagedProcess, ServiceError, free_port
 
 # moto accepts any credentials; these only satisfy the clients' need for some.
 ACCESS_KEY = "gsv-test-access"

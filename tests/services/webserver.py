@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from gsv_pipelines.lib.processes import ManagedProcess, free_port
+from gsv_pipelines.lib.core.processes import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GraphQL = Callable[..., dict]

@@ -4,7 +4,8 @@ import dagster as dg
 
 from gsv_pipelines.defs.backups.partitions import DAILY, QDRANT_BACKUP_PARTITIONS
 from gsv_pipelines.defs.sources import platform_database, qdrant_collections, vault_storage
-from gsv_pipelines.lib import backups, pod_sizes
+from gsv_pipelines.lib.backups import make as backups
+from gsv_pipelines.lib.core import pod_sizes
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource

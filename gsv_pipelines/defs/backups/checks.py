@@ -15,9 +15,9 @@ from gsv_pipelines.defs.partitioned_checks import (
     per_partition,
     run_partition,
 )
-from gsv_pipelines.lib import backups
-from gsv_pipelines.lib import manifest as manifests
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.backups import make as backups
+from gsv_pipelines.lib.core import manifest as manifests
+from gsv_pipelines.lib.core.store import BackupStore
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
 

@@ -1,6 +1,6 @@
 import dagster as dg
 
-from gsv_pipelines.lib.settings import load_settings
+from gsv_pipelines.lib.core.settings import load_settings
 
 # A backup's day is the day it was taken: today's partition exists from midnight on. Days before
 # GSV_PARTITIONS_START are not partitions: a backup of a past day cannot be taken afterwards.

@@ -2,7 +2,7 @@ import dagster as dg
 
 from gsv_pipelines.defs.automation import sensor_status
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS
-from gsv_pipelines.lib.restore_scratch import PREFIX as SCRATCH_PREFIX
+from gsv_pipelines.lib.drills.scratch import PREFIX as SCRATCH_PREFIX
 from gsv_pipelines.resources.qdrant import QdrantResource
 
 

@@ -9,13 +9,14 @@ import dagster as dg
 from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup, vault_snapshot
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS, DAILY
 from gsv_pipelines.defs.partitioned_checks import partitioned_check_spec
-from gsv_pipelines.lib import backups, pod_sizes
-from gsv_pipelines.lib.backup_policy import BackupPolicy
-from gsv_pipelines.lib.drill import drill_targets, run_drill, save_record
-from gsv_pipelines.lib.drill_policy import DrillPolicy, DrillPolicyError, load_drill_policy
-from gsv_pipelines.lib.drill_report import store_drill_report, summary_rows
-from gsv_pipelines.lib.settings import load_settings
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.backups import make as backups
+from gsv_pipelines.lib.backups.policy import BackupPolicy
+from gsv_pipelines.lib.core import pod_sizes
+from gsv_pipelines.lib.core.settings import load_settings
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.drills.policy import DrillPolicy, DrillPolicyError, load_drill_policy
+from gsv_pipelines.lib.drills.report import store_drill_report, summary_rows
+from gsv_pipelines.lib.drills.run import drill_targets, run_drill, save_record
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
@@ -72,9 +73,9 @@ def build_handlers(
     """A restore handler per kind; the error instead where one cannot be had (an unreachable
     server fails that kind's targets, not the whole drill). Embedded Qdrant is opened once, in
     `stack`: it admits one client per folder, and sources and copies live in the same one."""
-    from gsv_pipelines.lib.restore_platform_db import handler_for
-    from gsv_pipelines.lib.restore_qdrant import QdrantHandler
-    from gsv_pipelines.lib.restore_vault import VaultHandler
+    from gsv_pipelines.lib.drills.platform_db import handler_for
+    from gsv_pipelines.lib.drills.qdrant import QdrantHandler
+    from gsv_pipelines.lib.drills.vault import VaultHandler
 
     handlers: dict = {}
     if backups.QDRANT in kinds:

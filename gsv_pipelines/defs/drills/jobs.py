@@ -1,6 +1,6 @@
 """restore_job: the real restore, for the day of a disaster, launched by hand from the UI.
 
-It runs the restore path every DR drill rehearses (gsv_pipelines/lib/restore.py): verify the
+It runs the restore path every DR drill rehearses (gsv_pipelines/lib/drills/restore.py): verify the
 backup's checksums, take a safety backup of the destination, replace it, restore, verify as the
 drill does, and keep the same evidence. The README's "Disaster recovery" section is its runbook.
 """
@@ -12,9 +12,9 @@ import dagster as dg
 from pydantic import Field
 
 from gsv_pipelines.defs.drills.assets import active_run_ids, build_handlers
-from gsv_pipelines.lib.drill_policy import KINDS
-from gsv_pipelines.lib.drill_report import store_restore_evidence
-from gsv_pipelines.lib.restore import (
+from gsv_pipelines.lib.drills.policy import KINDS
+from gsv_pipelines.lib.drills.report import store_restore_evidence
+from gsv_pipelines.lib.drills.restore import (
     DRY_RUN,
     RESTORE,
     RestoreRequest,

@@ -6,9 +6,10 @@ import dagster as dg
 
 from gsv_pipelines.defs.automation import schedule_status
 from gsv_pipelines.defs.sources import vault_storage
-from gsv_pipelines.lib import rotation, vault_kv
-from gsv_pipelines.lib.rotation_policy import RotationPolicy, load_rotation_policy
-from gsv_pipelines.lib.settings import load_settings
+from gsv_pipelines.lib.core import vault_kv
+from gsv_pipelines.lib.core.settings import load_settings
+from gsv_pipelines.lib.rotation import rotate as rotation
+from gsv_pipelines.lib.rotation.policy import RotationPolicy, load_rotation_policy
 from gsv_pipelines.resources.kubernetes import KubernetesResource
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.vault import VaultResource
@@ -79,7 +80,7 @@ def _rotate_one(client, secret, force: bool, kubernetes: KubernetesResource) -> 
     outcome = rotation.rotate(client, secret, force=force)
     consumers = secret.consumers
     if outcome.action == "rotated" and (consumers.external_secrets or consumers.deployments):
-        from gsv_pipelines.lib.consumers import notify_consumers
+        from gsv_pipelines.lib.rotation.consumers import notify_consumers
 
         custom_api, apps_api = kubernetes.apis()
         journal = rotation.Journal()

@@ -9,8 +9,8 @@ import dagster as dg
 from pydantic import Field
 
 import gsv_pipelines
-from gsv_pipelines.lib import pod_sizes
-from gsv_pipelines.lib.trivy_report import SEVERITIES, parse_report, severity_counts
+from gsv_pipelines.lib.core import pod_sizes
+from gsv_pipelines.lib.scanning.trivy_report import SEVERITIES, parse_report, severity_counts
 from gsv_pipelines.resources.trivy import TrivyResource
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def trivy_db(context: dg.AssetExecutionContext, trivy: TrivyResource) -> dg.Mate
             context.log.warning(
                 f"{scanner.describe()} still holds the DB of {held_at} after "
                 f"{SERVER_SWITCH_SECONDS} s: it switches once its scans in flight are done "
-                "(is it running `python -m gsv_pipelines.lib.trivy_server` on this cache?)"
+                "(is it running `python -m gsv_pipelines.lib.scanning.trivy_server` on this cache?)"
             )
         served = {"server": scanner.server_url, "server_db_updated_at": held_at}
     return dg.MaterializeResult(

@@ -92,7 +92,7 @@ def deployed_images(
     `scanning/deployed/<day>.parquet`. A past day already stored is kept as observed then (the
     cluster of today is not that day's); today's is replaced on every run."""
     # Imported here: pandas and pyarrow load slowly, and only runs need them.
-    from gsv_pipelines.lib import deployed as lib
+    from gsv_pipelines.lib.scanning import deployed as lib
 
     day = context.partition_key
     store = backup_store.store()
@@ -160,8 +160,8 @@ def image_risk_report(
     verdicts of no_fixable_critical and no_embedded_secrets under the current scan policy as of
     the day, and the findings new since the previous day's report (first report: all new).
     Stored in `scanning/risk/<day>/`: report.md, findings.parquet, summary.json (written last)."""
-    from gsv_pipelines.lib import deployed as lib
-    from gsv_pipelines.lib.scan_store import latest_scan, read_frame
+    from gsv_pipelines.lib.scanning import deployed as lib
+    from gsv_pipelines.lib.scanning.store import latest_scan, read_frame
 
     day = context.partition_key
     previous_day = (date.fromisoformat(day) - timedelta(days=1)).isoformat()

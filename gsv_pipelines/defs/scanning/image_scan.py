@@ -19,20 +19,21 @@ from gsv_pipelines.defs.partitioned_checks import (
 from gsv_pipelines.defs.scanning.assets import OWNERS, trivy_db
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.defs.sources import vault_storage
-from gsv_pipelines.lib import pod_sizes, scan_store
-from gsv_pipelines.lib.artifacts import artifact_kind
-from gsv_pipelines.lib.registries import RegistryConfig, registry_for
-from gsv_pipelines.lib.registry_client import RegistryClient, RegistryError
-from gsv_pipelines.lib.scan_policy import (
+from gsv_pipelines.lib.core import pod_sizes
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.scanning import store as scan_store
+from gsv_pipelines.lib.scanning.artifacts import artifact_kind
+from gsv_pipelines.lib.scanning.policy import (
     ScanPolicy,
     Verdict,
     secret_verdict,
     vulnerability_verdict,
 )
-from gsv_pipelines.lib.scan_store import image_name
-from gsv_pipelines.lib.store import BackupStore
-from gsv_pipelines.lib.trivy import TrivyError
-from gsv_pipelines.lib.trivy_report import (
+from gsv_pipelines.lib.scanning.registries import RegistryConfig, registry_for
+from gsv_pipelines.lib.scanning.registry_client import RegistryClient, RegistryError
+from gsv_pipelines.lib.scanning.store import image_name
+from gsv_pipelines.lib.scanning.trivy import TrivyError
+from gsv_pipelines.lib.scanning.trivy_report import (
     SEVERITIES,
     VULNERABILITY_COLUMNS,
     TrivyReportError,
@@ -140,7 +141,7 @@ def _resolve(reference: str, digest: str, registries: RegistriesResource) -> _Ta
 
 
 def _not_an_image(target: _Target, digest: str, credentials) -> str | None:
-    """What the digest's manifest holds if it is not an image (lib/artifacts.py), else None:
+    """What the digest's manifest holds if it is not an image (scanning/artifacts.py), else None:
     Trivy would "scan" a Trivy DB, a signature or an SBOM as an image with nothing in it."""
     if target.layout:
         layout = Path(target.trivy_image.rpartition("@")[0])
@@ -179,7 +180,7 @@ def _not_an_image(target: _Target, digest: str, credentials) -> str | None:
 
 def _deployed_reference(store: BackupStore, digest: str) -> str | None:
     """Where the newest deployed-images inventory says the digest runs from, if it does."""
-    from gsv_pipelines.lib import deployed
+    from gsv_pipelines.lib.scanning import deployed
 
     key = deployed.newest_deployed_key(store)
     if key is None:

@@ -1,6 +1,6 @@
 import dagster as dg
 
-from gsv_pipelines.lib.settings import load_settings
+from gsv_pipelines.lib.core.settings import load_settings
 
 # One partition per image manifest digest (`sha256:<hex>`), added by image_push_sensor: a scan
 # belongs to the bytes of an image, whatever tags or repositories point at them.

@@ -53,8 +53,8 @@ def build_image_rescan_sensor(
         policies: PoliciesResource,
     ):
         # Imported here: pandas and pyarrow load slowly, and only ticks need them.
-        from gsv_pipelines.lib import deployed as lib
-        from gsv_pipelines.lib.scan_store import ScanStoreError, latest_scan
+        from gsv_pipelines.lib.scanning import deployed as lib
+        from gsv_pipelines.lib.scanning.store import ScanStoreError, latest_scan
 
         scanner = trivy.trivy()
         db = scanner.db_metadata()

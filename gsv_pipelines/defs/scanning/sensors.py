@@ -8,10 +8,10 @@ import dagster as dg
 
 from gsv_pipelines.defs.automation import sensor_status
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
-from gsv_pipelines.lib import scan_retry
-from gsv_pipelines.lib.push_watch import WatchResult, dump_cursor, load_cursor, watch
-from gsv_pipelines.lib.registries import RegistryConfig
-from gsv_pipelines.lib.registry_client import TIMEOUT, RegistryClient
+from gsv_pipelines.lib.scanning import retry as scan_retry
+from gsv_pipelines.lib.scanning.push_watch import WatchResult, dump_cursor, load_cursor, watch
+from gsv_pipelines.lib.scanning.registries import RegistryConfig
+from gsv_pipelines.lib.scanning.registry_client import TIMEOUT, RegistryClient
 from gsv_pipelines.resources.registries import RegistriesResource
 from gsv_pipelines.resources.vault import VaultResource
 

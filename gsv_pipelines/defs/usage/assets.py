@@ -18,8 +18,8 @@ import dagster as dg
 
 from gsv_pipelines.defs.sources import platform_database
 from gsv_pipelines.defs.usage.partitions import DAILY
-from gsv_pipelines.lib import pod_sizes
-from gsv_pipelines.lib import usage_tables as tables
+from gsv_pipelines.lib.core import pod_sizes
+from gsv_pipelines.lib.usage import tables
 from gsv_pipelines.resources.storage import DatabaseResource
 from gsv_pipelines.resources.warehouse import WarehouseResource
 
@@ -102,11 +102,11 @@ def usage_events(
     including its distinct events counted apart from the aggregation (for events_reconciled).
     On PostgreSQL one parallel scan packs each delivery into 34 bytes that numpy folds as they
     stream; only duplicates and invalid deliveries are read back as rows
-    (gsv_pipelines/lib/usage_pg.py).
+    (gsv_pipelines/lib/usage/pg.py).
     """
     import pandas as pd
 
-    from gsv_pipelines.lib import usage_extract
+    from gsv_pipelines.lib.usage import extract as usage_extract
 
     for day in _days(context):
         extract = usage_extract.extract_day(platform_db.url, day)
@@ -158,7 +158,7 @@ def _aggregate(
 ) -> dg.MaterializeResult:
     """Compute `table` for each day of the run and write it; each day's figures (`figures(day,
     frame)`, default the table's sums) on that day's partition."""
-    from gsv_pipelines.lib import usage_extract
+    from gsv_pipelines.lib.usage import extract as usage_extract
 
     reference = usage_extract.read_reference(platform_db.url, reference_tables)
     for day in _days(context):
@@ -201,7 +201,7 @@ def _figures(table: tables.Table, frame) -> dict:
 
 
 def _month_rollup(warehouse: WarehouseResource, day: date):
-    from gsv_pipelines.lib.usage_metrics import month_start
+    from gsv_pipelines.lib.usage.metrics import month_start
 
     return warehouse.read(tables.EVENT_ROLLUP, month_start(day), day)
 
@@ -231,7 +231,7 @@ def tenant_usage(
 ) -> dg.MaterializeResult:
     """Per tenant and day: calls, errors and error rate, tokens in and out, agents used, mean
     latency, and calls and tokens month to date (table `tenant_usage`)."""
-    from gsv_pipelines.lib import usage_metrics
+    from gsv_pipelines.lib.usage import metrics as usage_metrics
 
     def compute(day, reference):
         return usage_metrics.tenant_usage(day, _month_rollup(warehouse, day), reference["tenants"])
@@ -247,7 +247,7 @@ def agent_performance(
     tokens, tenants; month to date: calls, error rate and p50/p95/p99 from the merged daily
     latency sketches (no raw event is re-read; within 1% of the exact percentile). Table
     `agent_performance`."""
-    from gsv_pipelines.lib import usage_metrics
+    from gsv_pipelines.lib.usage import metrics as usage_metrics
 
     def compute(day, reference):
         sketch = warehouse.read(tables.LATENCY_SKETCH, usage_metrics.month_start(day), day)
@@ -291,7 +291,7 @@ def billing(
     beyond the plan's included amounts at its overage prices, amount due so far (table
     `billing`). A mid-month plan change bills each day at that day's plan; the whole month's
     usage counts against the latest plan's allowance."""
-    from gsv_pipelines.lib import usage_metrics
+    from gsv_pipelines.lib.usage import metrics as usage_metrics
 
     def compute(day, reference):
         return usage_metrics.billing(
@@ -308,7 +308,7 @@ def subscription_metrics(
     """Per plan and day: active subscriptions at the day's start and end, new customers, churned
     ones, moves between plans, churn rate (churned / active at start), MRR and ARPU (table
     `subscription_metrics`)."""
-    from gsv_pipelines.lib import usage_metrics
+    from gsv_pipelines.lib.usage import metrics as usage_metrics
 
     def compute(day, reference):
         return usage_metrics.subscription_metrics(
@@ -325,7 +325,7 @@ def quota_status(
     """Per tenant with a plan: calls and tokens month to date against the plan's included
     amounts, the highest of the 80/100/120% thresholds reached, and the threshold first crossed
     that day, so each is reported once a month (table `quota_status`)."""
-    from gsv_pipelines.lib import usage_metrics
+    from gsv_pipelines.lib.usage import metrics as usage_metrics
 
     def compute(day, reference):
         return usage_metrics.quota_status(

@@ -15,7 +15,7 @@ import dagster as dg
 from gsv_pipelines.defs.partitioned_checks import partitioned_asset_check, per_partition
 from gsv_pipelines.defs.usage.assets import agent_performance, quota_status, usage_events
 from gsv_pipelines.defs.usage.partitions import DAILY
-from gsv_pipelines.lib import usage_tables as tables
+from gsv_pipelines.lib.usage import tables
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.warehouse import WarehouseResource
 

@@ -1,6 +1,6 @@
 import dagster as dg
 
-from gsv_pipelines.lib.settings import load_settings
+from gsv_pipelines.lib.core.settings import load_settings
 
 # A usage day is complete once it has ended: the last partition is yesterday (UTC). The first is
 # GSV_USAGE_PARTITIONS_START (default GSV_PARTITIONS_START): any earlier day the platform database

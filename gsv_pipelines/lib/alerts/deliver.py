@@ -41,7 +41,7 @@ from urllib3.util import Retry
 
 from gsv_pipelines.lib.alerts.messages import RENDERERS, RESOLVED, Alert
 from gsv_pipelines.lib.alerts.policy import AlertsPolicy
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core.store import BackupStore
 
 SIGNATURE_HEADER = "X-GSV-Signature"
 TIMESTAMP_HEADER = "X-GSV-Timestamp"

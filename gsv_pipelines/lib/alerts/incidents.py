@@ -25,7 +25,7 @@ from gsv_pipelines.lib.alerts.messages import (
     clip,
     figures,
 )
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core.store import BackupStore
 
 INCIDENTS = "alerts/incidents"
 OPEN = "open"

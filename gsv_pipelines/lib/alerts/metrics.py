@@ -22,13 +22,13 @@ from datetime import datetime
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gsv_pipelines.lib import backups
 from gsv_pipelines.lib.alerts.deliver import dead_letters
 from gsv_pipelines.lib.alerts.incidents import OPEN, Incidents
-from gsv_pipelines.lib.backup_policy import BackupPolicy
-from gsv_pipelines.lib.drill import RECORD_FILE, RECORDS, load_record
-from gsv_pipelines.lib.rotation_policy import RotationPolicy
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.backups import make as backups
+from gsv_pipelines.lib.backups.policy import BackupPolicy
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.drills.run import RECORD_FILE, RECORDS, load_record
+from gsv_pipelines.lib.rotation.policy import RotationPolicy
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS = 15.0
@@ -124,7 +124,7 @@ def drill_metrics(store: BackupStore) -> list[Metric]:
 
 
 def risk_metrics(store: BackupStore) -> list[Metric]:
-    from gsv_pipelines.lib.deployed import read_frame, risk_key
+    from gsv_pipelines.lib.scanning.deployed import read_frame, risk_key
 
     open_fixable = _gauge(
         "gsv_deployed_image_open_fixable_vulnerabilities",

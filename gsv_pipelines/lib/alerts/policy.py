@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsv_pipelines.lib.policy_file import read_policy
+from gsv_pipelines.lib.core.policy_file import read_policy
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "alerts.yaml"
 CHANNELS = ("slack", "teams", "webhook")

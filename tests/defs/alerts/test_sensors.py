@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from gsv_pipelines.lib.alerts.deliver import dead_letters
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core.store import BackupStore
 from tests.defs.alerts import flows
 from tests.lib.alerts.test_deliver import verify
 from tests.services.receiver import Receiver

@@ -19,9 +19,9 @@ from gsv_pipelines.defs.backups.checks import (
 )
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS
 from gsv_pipelines.defs.backups.sensors import sensors
-from gsv_pipelines.lib import backups
-from gsv_pipelines.lib import manifest as manifests
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.backups import make as backups
+from gsv_pipelines.lib.core import manifest as manifests
+from gsv_pipelines.lib.core.store import BackupStore
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
@@ -248,10 +248,10 @@ def test_the_snapshot_method_on_a_server(world):
 KILLED_BACKUP = """
 import sys, threading
 from qdrant_client import QdrantClient
-from gsv_pipelines.lib import qdrant_held
-from gsv_pipelines.lib.backup_policy import TargetPolicy
-from gsv_pipelines.lib.backups import backup_qdrant_collection
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.backups import qdrant_held
+from gsv_pipelines.lib.backups.policy import TargetPolicy
+from gsv_pipelines.lib.backups.make import backup_qdrant_collection
+from gsv_pipelines.lib.core.store import BackupStore
 
 client = QdrantClient(path=sys.argv[1])
 batches = qdrant_held.batches

@@ -17,10 +17,10 @@ from gsv_pipelines.definitions import defs as load_defs
 from gsv_pipelines.defs.backups.assets import platform_db_backup, qdrant_backup
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS
 from gsv_pipelines.defs.drills.assets import dr_drill, dr_report
-from gsv_pipelines.lib import manifest as manifests
-from gsv_pipelines.lib.platform_db import table_stats
-from gsv_pipelines.lib.restore_scratch import PREFIX
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.backups.platform_db import table_stats
+from gsv_pipelines.lib.core import manifest as manifests
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.drills.scratch import PREFIX
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
@@ -301,12 +301,12 @@ def test_the_drill_refuses_to_restore_into_the_source(world):
 KILLED_DRILL = """
 import sys, threading
 from qdrant_client import QdrantClient
-from gsv_pipelines.lib import manifest as manifests
-from gsv_pipelines.lib.restore import DRILL, RestoreRequest, restore
-from gsv_pipelines.lib.restore_platform_db import handler_for
-from gsv_pipelines.lib.restore_qdrant import QdrantHandler
-from gsv_pipelines.lib.restore_scratch import marker, scratch_name
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core import manifest as manifests
+from gsv_pipelines.lib.drills.restore import DRILL, RestoreRequest, restore
+from gsv_pipelines.lib.drills.platform_db import handler_for
+from gsv_pipelines.lib.drills.qdrant import QdrantHandler
+from gsv_pipelines.lib.drills.scratch import marker, scratch_name
+from gsv_pipelines.lib.core.store import BackupStore
 from datetime import UTC, datetime
 
 qdrant_path, store_url, db_url, database = sys.argv[1:5]

@@ -15,15 +15,15 @@ from gsv_pipelines.definitions import defs as load_defs
 from gsv_pipelines.defs.backups.assets import qdrant_backup
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS
 from gsv_pipelines.defs.drills.assets import dr_drill, dr_report
-from gsv_pipelines.lib import manifest as manifests
-from gsv_pipelines.lib.restore_qdrant import QdrantHandler
-from gsv_pipelines.lib.restore_scratch import PREFIX
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core import manifest as manifests
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.drills.qdrant import QdrantHandler
+from gsv_pipelines.lib.drills.scratch import PREFIX
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
 from gsv_pipelines.resources.vault import VaultResource
-from tests.lib.qdrant_corpus import corpus, differences, read_as_held
+from tests.lib.backups.qdrant_corpus import corpus, differences, read_as_held
 
 TODAY = datetime.now(UTC).strftime("%Y-%m-%d")
 SPECS = corpus(31)

@@ -7,12 +7,12 @@ import pytest
 
 from gsv_pipelines.defs.backups.assets import vault_snapshot
 from gsv_pipelines.defs.drills.assets import dr_drill, dr_report
-from gsv_pipelines.lib.leaks import leak_search
+from gsv_pipelines.lib.core.leaks import leak_search
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
 from gsv_pipelines.resources.vault import VaultResource
-from tests.lib.test_restore_vault import start_keyed_raft_server
+from tests.lib.drills.test_vault import start_keyed_raft_server
 
 TODAY = datetime.now(UTC).strftime("%Y-%m-%d")
 

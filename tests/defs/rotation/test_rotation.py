@@ -8,8 +8,8 @@ import hvac
 import pytest
 
 from gsv_pipelines.defs.rotation.assets import build_rotation_defs
-from gsv_pipelines.lib import vault_kv
-from gsv_pipelines.lib.rotation_policy import load_rotation_policy
+from gsv_pipelines.lib.core import vault_kv
+from gsv_pipelines.lib.rotation.policy import load_rotation_policy
 from gsv_pipelines.resources.kubernetes import KubernetesResource
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.vault import VaultResource

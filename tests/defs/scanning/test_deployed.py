@@ -8,8 +8,8 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from gsv_pipelines.defs.scanning.deployed import deployed_images
-from gsv_pipelines.lib.deployed import deployed_key, read_frame
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.scanning.deployed import deployed_key, read_frame
 from gsv_pipelines.resources.storage import BackupStoreResource
 from gsv_pipelines.resources.workloads import InventoryWorkloadsResource
 from tests.services.kube_fake import FakeCoreV1Api, fake_cluster_workloads, make_pod

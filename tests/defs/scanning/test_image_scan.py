@@ -18,9 +18,7 @@ from gsv_pipelines.defs.scanning.image_scan import (
     no_fixable_critical,
 )
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
-from gsv_pipelines.lib import deployed, scan_store, vault_kv
-from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES, Advisory, write_trivy_db
-from gsv_pipelines.lib.oci_image import (
+from gsv_pipelines.demo.oci_image import (
     DEMO_PACKAGE_TUPLES,
     FAKE_GITHUB_TOKEN,
     PLANTED_SECRET_FILES,
@@ -28,7 +26,11 @@ from gsv_pipelines.lib.oci_image import (
     PLANTED_SECRET_RULE,
     build_alpine_image,
 )
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES, Advisory, write_trivy_db
+from gsv_pipelines.lib.core import vault_kv
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.scanning import deployed
+from gsv_pipelines.lib.scanning import store as scan_store
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.registries import RegistriesResource
 from gsv_pipelines.resources.storage import BackupStoreResource

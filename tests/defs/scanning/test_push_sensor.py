@@ -13,11 +13,11 @@ from gsv_pipelines.defs.scanning.image_scan import image_scan
 from gsv_pipelines.defs.scanning.jobs import image_scan_job
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.defs.scanning.sensors import build_image_push_sensor, sensors
-from gsv_pipelines.lib import vault_kv
-from gsv_pipelines.lib.oci_image import build_alpine_image
-from gsv_pipelines.lib.processes import free_port
-from gsv_pipelines.lib.push_watch import load_cursor
-from gsv_pipelines.lib.registry_client import MANIFEST_ACCEPT
+from gsv_pipelines.demo.oci_image import build_alpine_image
+from gsv_pipelines.lib.core import vault_kv
+from gsv_pipelines.lib.core.processes import free_port
+from gsv_pipelines.lib.scanning.push_watch import load_cursor
+from gsv_pipelines.lib.scanning.registry_client import MANIFEST_ACCEPT
 from gsv_pipelines.resources.registries import RegistriesResource
 from gsv_pipelines.resources.vault import VaultResource
 from tests.services.flaky_proxy import FlakyProxy

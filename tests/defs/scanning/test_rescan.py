@@ -12,12 +12,12 @@ import pytest
 from gsv_pipelines.definitions import defs as load_defs
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.defs.scanning.rescan import build_image_rescan_sensor
-from gsv_pipelines.lib.deployed import deployed_key, read_inventory, write_frame
-from gsv_pipelines.lib.scan_policy import load_scan_policy
-from gsv_pipelines.lib.scan_store import write_scan
-from gsv_pipelines.lib.store import BackupStore
-from gsv_pipelines.lib.trivy import Trivy
-from gsv_pipelines.lib.trivy_report import parse_report
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.scanning.deployed import deployed_key, read_inventory, write_frame
+from gsv_pipelines.lib.scanning.policy import load_scan_policy
+from gsv_pipelines.lib.scanning.store import write_scan
+from gsv_pipelines.lib.scanning.trivy import Trivy
+from gsv_pipelines.lib.scanning.trivy_report import parse_report
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.storage import BackupStoreResource
 from gsv_pipelines.resources.trivy import TrivyResource

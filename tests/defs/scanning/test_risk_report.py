@@ -9,11 +9,11 @@ import dagster as dg
 import pytest
 
 from gsv_pipelines.defs.scanning.deployed import MARKDOWN_LIMIT, deployed_images, image_risk_report
-from gsv_pipelines.lib.deployed import read_frame, risk_key
-from gsv_pipelines.lib.scan_policy import load_scan_policy
-from gsv_pipelines.lib.scan_store import write_scan
-from gsv_pipelines.lib.store import BackupStore
-from gsv_pipelines.lib.trivy_report import parse_report
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.scanning.deployed import read_frame, risk_key
+from gsv_pipelines.lib.scanning.policy import load_scan_policy
+from gsv_pipelines.lib.scanning.store import write_scan
+from gsv_pipelines.lib.scanning.trivy_report import parse_report
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.storage import BackupStoreResource
 from gsv_pipelines.resources.workloads import InventoryWorkloadsResource

@@ -17,8 +17,8 @@ from gsv_pipelines.defs.scanning.image_scan import (
 from gsv_pipelines.defs.scanning.jobs import image_scan_job
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.defs.scanning.sensors import build_image_push_sensor
-from gsv_pipelines.lib import scan_store
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.scanning import store as scan_store
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.storage import BackupStoreResource
 from gsv_pipelines.resources.trivy import TrivyResource

@@ -19,15 +19,15 @@ from gsv_pipelines.defs.scanning.image_scan import (
 from gsv_pipelines.defs.scanning.jobs import image_scan_job
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.defs.scanning.sensors import build_image_push_sensor
-from gsv_pipelines.lib import scan_store
-from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES, Advisory, write_trivy_db
-from gsv_pipelines.lib.oci_image import (
+from gsv_pipelines.demo.oci_image import (
     DEMO_PACKAGE_TUPLES,
     PLANTED_SECRET_FILES,
     PLANTED_SECRET_RULE,
     build_alpine_image,
 )
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES, Advisory, write_trivy_db
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.scanning import store as scan_store
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.registries import RegistriesResource
 from gsv_pipelines.resources.storage import BackupStoreResource

@@ -8,11 +8,11 @@ import dagster as dg
 import requests
 
 from gsv_pipelines.defs.scanning.assets import trivy_db
-from gsv_pipelines.lib.demo_trivy_db import DEMO_ADVISORIES, write_trivy_db
-from gsv_pipelines.lib.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
-from gsv_pipelines.lib.trivy import Trivy
-from gsv_pipelines.lib.trivy_cache import TrivyCache
-from gsv_pipelines.lib.trivy_server import start_local
+from gsv_pipelines.demo.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
+from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES, write_trivy_db
+from gsv_pipelines.lib.scanning.trivy import Trivy
+from gsv_pipelines.lib.scanning.trivy_cache import TrivyCache
+from gsv_pipelines.lib.scanning.trivy_server import start_local
 from gsv_pipelines.resources.trivy import TrivyResource
 from tests.services.trivy_db import push_db_artifact
 

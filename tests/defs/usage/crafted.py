@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from gsv_pipelines.lib.demo_data import apply_platform_schema
+from gsv_pipelines.demo.data import apply_platform_schema
 
 DAY = date(2026, 3, 3)
 PREVIOUS_DAY = date(2026, 3, 2)

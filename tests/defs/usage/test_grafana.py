@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from gsv_pipelines.defs.usage import assets, checks
-from gsv_pipelines.lib.usage_sim import seed_usage
+from gsv_pipelines.demo.usage_sim import seed_usage
 from gsv_pipelines.resources.storage import DatabaseResource
 from gsv_pipelines.resources.warehouse import WarehouseResource
 from tests.defs.usage import crafted

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from gsv_pipelines.definitions import defs as load_defs
 from gsv_pipelines.defs.usage import assets, checks
 from gsv_pipelines.defs.usage.schedules import usage_job
-from gsv_pipelines.lib import usage_sketch
-from gsv_pipelines.lib import usage_tables as tables
-from gsv_pipelines.lib.usage_warehouse import read
+from gsv_pipelines.lib.usage import sketch as usage_sketch
+from gsv_pipelines.lib.usage import tables
+from gsv_pipelines.lib.usage.warehouse import read
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.storage import DatabaseResource
 from gsv_pipelines.resources.warehouse import WarehouseResource

@@ -13,8 +13,8 @@ from gsv_pipelines.lib.alerts import deliver
 from gsv_pipelines.lib.alerts.deliver import Channel, Notifier, dead_letters, replay
 from gsv_pipelines.lib.alerts.messages import FIRING, Alert
 from gsv_pipelines.lib.alerts.policy import load_alerts_policy
-from gsv_pipelines.lib.leaks import leak_search
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core.leaks import leak_search
+from gsv_pipelines.lib.core.store import BackupStore
 from tests.services.receiver import Receiver
 
 SECRET = "whsec-test-4f1d9a"

@@ -2,7 +2,7 @@
 out-of-order and repeated observations change nothing; the state outlives the process."""
 
 from gsv_pipelines.lib.alerts.incidents import Incidents, Observation, incident_id
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.core.store import BackupStore
 
 SUBJECT = {"kind": "check", "asset": "backups/qdrant_backup", "check": "backup_fresh",
            "partition": "2026-05-01|agent_memory_support_bot"}  # fmt: skip

@@ -11,14 +11,17 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gsv_pipelines.lib import backups, deployed, usage_tables, usage_warehouse
 from gsv_pipelines.lib.alerts.incidents import Incidents, Observation
 from gsv_pipelines.lib.alerts.metrics import PipelineCollector, Sources
-from gsv_pipelines.lib.backup_policy import load_backup_policy
-from gsv_pipelines.lib.drill import DrillRecord, save_record
-from gsv_pipelines.lib.restore import Evidence
-from gsv_pipelines.lib.rotation_policy import load_rotation_policy
-from gsv_pipelines.lib.store import BackupStore
+from gsv_pipelines.lib.backups import make as backups
+from gsv_pipelines.lib.backups.policy import load_backup_policy
+from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.drills.restore import Evidence
+from gsv_pipelines.lib.drills.run import DrillRecord, save_record
+from gsv_pipelines.lib.rotation.policy import load_rotation_policy
+from gsv_pipelines.lib.scanning import deployed
+from gsv_pipelines.lib.usage import tables as usage_tables
+from gsv_pipelines.lib.usage import warehouse as usage_warehouse
 
 DAY = date(2026, 5, 1)
 
