@@ -41,11 +41,11 @@ from gsv_pipelines.lib.backups.make import backup_qdrant_collection
 from gsv_pipelines.lib.backups.qdrant_export import restore_collection
 from gsv_pipelines.lib.drills.restore import DRILL, RestoreRequest, restore
 from gsv_pipelines.lib.drills.qdrant import QdrantHandler
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 
 path, store_url, collection, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 client = QdrantClient(path=path)
-store = BackupStore(store_url)
+store = ArtefactStore(store_url)
 started = time.perf_counter()
 manifest = backup_qdrant_collection(
     client, collection, store, TargetPolicy(batch_size=batch), server_url=None, api_key=None
@@ -141,7 +141,7 @@ def _postgres(rows: int) -> dict:
     from gsv_pipelines.lib.backups import platform_db
     from gsv_pipelines.lib.backups.make import backup_platform_database
     from gsv_pipelines.lib.backups.policy import TargetPolicy
-    from gsv_pipelines.lib.core.store import BackupStore
+    from gsv_pipelines.lib.core.store import ArtefactStore
     from gsv_pipelines.lib.drills.platform_db import PostgresHandler
     from gsv_pipelines.lib.drills.restore import DRILL, RestoreRequest, restore
     from tests.services.postgres import start_postgres
@@ -153,7 +153,7 @@ def _postgres(rows: int) -> dict:
         with server.connect("platform") as conn, conn.cursor() as cur:
             cur.execute(TABLE.format(rows=rows))
         with tempfile.TemporaryDirectory(prefix="gsv-bench-drill-pg-") as tmp:
-            store = BackupStore(tmp)
+            store = ArtefactStore(tmp)
             started = time.perf_counter()
             manifest = backup_platform_database(
                 server.url("platform"), store, TargetPolicy()

@@ -82,7 +82,7 @@ mode, path, collection, dim, out_dir, batch_size = sys.argv[1:7]
 from qdrant_client import QdrantClient, models
 if mode == "export":
     from gsv_pipelines.lib.backups.qdrant_export import export_collection
-    from gsv_pipelines.lib.core.store import BackupStore
+    from gsv_pipelines.lib.core.store import ArtefactStore
 
 
 def status(field):
@@ -96,7 +96,7 @@ def status(field):
 def work(client, out_dir):
     if mode == "export":
         files, details = export_collection(
-            client, collection, BackupStore(out_dir), "export", batch_size=int(batch_size)
+            client, collection, ArtefactStore(out_dir), "export", batch_size=int(batch_size)
         )
         return details["points"], sum(f.size for f in files)
     total = client.count(collection).count

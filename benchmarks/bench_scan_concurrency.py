@@ -112,7 +112,7 @@ def _definitions(spec: dict):
     from gsv_pipelines.defs.scanning.jobs import image_scan_job
     from gsv_pipelines.resources.policies import PoliciesResource
     from gsv_pipelines.resources.registries import RegistriesResource
-    from gsv_pipelines.resources.storage import BackupStoreResource
+    from gsv_pipelines.resources.storage import ArtefactStoreResource
     from gsv_pipelines.resources.trivy import TrivyResource
     from gsv_pipelines.resources.vault import VaultResource
 
@@ -123,7 +123,7 @@ def _definitions(spec: dict):
         jobs=[image_scan_job],
         resources={
             "trivy": TrivyResource(**spec["trivy"]),
-            "backup_store": BackupStoreResource(url=spec["store"]),
+            "artefact_store": ArtefactStoreResource(url=spec["store"]),
             "policies": PoliciesResource(),
             "registries": RegistriesResource(path=spec["registries"]),
             "vault": VaultResource(addr="http://127.0.0.1:9"),
@@ -172,7 +172,7 @@ def _contender(name: str, work: Path, registry, db_cache: Path, expected, server
     from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
     from gsv_pipelines.defs.scanning.sensors import build_image_push_sensor
     from gsv_pipelines.lib.core.settings import DEFAULT_SCAN_CONCURRENCY, find_trivy
-    from gsv_pipelines.lib.core.store import BackupStore
+    from gsv_pipelines.lib.core.store import ArtefactStore
     from gsv_pipelines.lib.scanning import store as scan_store
     from gsv_pipelines.lib.scanning.trivy_server import start_local
     from gsv_pipelines.resources.registries import RegistriesResource
@@ -236,7 +236,7 @@ def _contender(name: str, work: Path, registry, db_cache: Path, expected, server
 
     failed = [digest for digest, _, _, success in done if not success]
     assert not failed, f"{name}: {len(failed)} runs failed, e.g. {failed[0]}"
-    store = BackupStore(str(here / "store"))
+    store = ArtefactStore(str(here / "store"))
     for digest, (_, cves) in expected.items():
         record = scan_store.latest_scan(store, digest)
         found = set(scan_store.read_frame(store, record, "vulnerabilities")["vulnerability_id"])

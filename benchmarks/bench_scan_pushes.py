@@ -87,7 +87,7 @@ def run() -> dict:
     from gsv_pipelines.defs.scanning.sensors import build_image_push_sensor
     from gsv_pipelines.resources.policies import PoliciesResource
     from gsv_pipelines.resources.registries import RegistriesResource
-    from gsv_pipelines.resources.storage import BackupStoreResource
+    from gsv_pipelines.resources.storage import ArtefactStoreResource
     from gsv_pipelines.resources.trivy import TrivyResource
     from gsv_pipelines.resources.vault import VaultResource
 
@@ -107,7 +107,7 @@ def run() -> dict:
                 "trivy": TrivyResource(
                     binary=binary, cache_dir=str(work / "cache"), db_repository=mirror
                 ),
-                "backup_store": BackupStoreResource(url=str(work / "store")),
+                "artefact_store": ArtefactStoreResource(url=str(work / "store")),
                 "policies": PoliciesResource(),
                 "registries": RegistriesResource(path=str(work / "registries.yaml")),
                 "vault": VaultResource(addr="http://127.0.0.1:9"),

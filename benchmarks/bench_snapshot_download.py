@@ -23,12 +23,12 @@ REPEATS = 3
 CLIENT = """
 import json, sys, time
 from gsv_pipelines.lib.backups.qdrant_snapshot import snapshot_collection
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 
 url, store_dir = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
 [copy] = snapshot_collection(
-    "bench", BackupStore(store_dir), "snapshots", node_urls=[url], api_key=None, poll_seconds=0.05
+    "bench", ArtefactStore(store_dir), "snapshots", node_urls=[url], api_key=None, poll_seconds=0.05
 )
 seconds = time.perf_counter() - start
 # VmHWM, not ru_maxrss: ru_maxrss carries over the forking parent's size across exec.

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import requests
 
-from gsv_pipelines.demo.oci_image import FAKE_GITHUB_TOKEN
 from gsv_pipelines.demo import data as demo_data
 from gsv_pipelines.demo import images as demo_images
 from gsv_pipelines.demo import usage_sim
+from gsv_pipelines.demo.oci_image import FAKE_GITHUB_TOKEN
 from gsv_pipelines.lib.core.leaks import leak_search
 from gsv_pipelines.lib.core.openbao import start_raft_server
 from gsv_pipelines.lib.core.processes import ManagedProcess, free_port
@@ -408,9 +408,9 @@ def _keep_received(settings: Settings, received: list, channels: dict[str, str])
 
 def _local_alerts_folder(settings: Settings) -> Path | None:
     """The store's alerts/ folder (incidents, dead letters) when the store is a local folder."""
-    from gsv_pipelines.lib.core.store import BackupStore
+    from gsv_pipelines.lib.core.store import ArtefactStore
 
-    store = BackupStore(settings.backup_url)
+    store = ArtefactStore(settings.store_url)
     return Path(store.root) / "alerts" if store.fs.protocol[0] in ("file", "local") else None
 
 
@@ -514,7 +514,7 @@ def _print_drill(assets: list[dict]) -> None:
 
 
 def _print_risk_report(settings: Settings, assets: list[dict], expected) -> None:
-    from gsv_pipelines.lib.core.store import BackupStore
+    from gsv_pipelines.lib.core.store import ArtefactStore
 
     for digest in sorted(d for _, d in expected):
         _say(
@@ -524,7 +524,7 @@ def _print_risk_report(settings: Settings, assets: list[dict], expected) -> None
     report = next((a for a in assets if a["asset"] == "scanning/image_risk_report"), None)
     if report is None or report["status"] != "materialized":
         return
-    store = BackupStore(settings.backup_url)
+    store = ArtefactStore(settings.store_url)
     key = f"scanning/risk/{report['partition']}/report.md"
     if store.exists(key):
         print()
@@ -566,7 +566,7 @@ def dev(settings: Settings, host: str, port: int, scale: float = 1.0) -> int:
 def notifier_from_env(settings: Settings):
     """The notifier as the sensors bind it, from the same variables (for `gsv alerts`)."""
     from gsv_pipelines.lib.alerts.policy import load_alerts_policy
-    from gsv_pipelines.lib.core.store import BackupStore
+    from gsv_pipelines.lib.core.store import ArtefactStore
     from gsv_pipelines.resources.notifier import NotifierResource
 
     resource = NotifierResource(
@@ -577,7 +577,7 @@ def notifier_from_env(settings: Settings):
         ui_url=settings.ui_url,
     )
     policy = load_alerts_policy(settings.alerts_policy)
-    return resource.notifier(policy, BackupStore(settings.backup_url))
+    return resource.notifier(policy, ArtefactStore(settings.store_url))
 
 
 def alerts(settings: Settings, action: str, ids: list[str]) -> int:

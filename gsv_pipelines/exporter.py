@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from gsv_pipelines.lib.alerts.metrics import PipelineCollector, Sources
 from gsv_pipelines.lib.backups.policy import load_backup_policy
 from gsv_pipelines.lib.core.settings import Settings
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.rotation.policy import load_rotation_policy
 
 DEFAULT_PORT = 9477
@@ -39,7 +39,7 @@ def sources(settings: Settings, instance, job_names: list[str]) -> Sources:
         return records[0].timestamp, {name: float(age) for name, age in ages.items()}
 
     return Sources(
-        store=BackupStore(settings.backup_url),
+        store=ArtefactStore(settings.store_url),
         backup_policy=load_backup_policy(settings.backup_policy),
         rotation_policy=load_rotation_policy(settings.rotation_policy),
         warehouse_url=settings.warehouse_url,

@@ -213,11 +213,11 @@ def test_dev_serves_the_ui_on_loopback_and_stops_cleanly(tmp_path):
 def test_alerts_list_and_replay_send_the_dead_letters_again(tmp_path):
     from gsv_pipelines.lib.alerts.deliver import Channel, Notifier, dead_letters
     from gsv_pipelines.lib.alerts.policy import load_alerts_policy
-    from gsv_pipelines.lib.core.store import BackupStore
+    from gsv_pipelines.lib.core.store import ArtefactStore
     from tests.lib.alerts.test_deliver import SECRET, alert, verify
     from tests.services.receiver import Receiver
 
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     with Receiver() as receiver:
         url = receiver.url("/hook/token-123")
         receiver.answer("/hook/token-123", 400)

@@ -45,7 +45,7 @@ def test_definitions_load_without_secrets(no_secrets):
     assert set(defs.resources) == {
         "vault",
         "qdrant",
-        "backup_store",
+        "artefact_store",
         "platform_db",
         "policies",
         "kubernetes",

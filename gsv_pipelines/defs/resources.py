@@ -8,7 +8,7 @@ from gsv_pipelines.resources.notifier import NotifierResource
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
 from gsv_pipelines.resources.registries import RegistriesResource
-from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource, DatabaseResource
 from gsv_pipelines.resources.trivy import TrivyResource
 from gsv_pipelines.resources.vault import VaultResource
 from gsv_pipelines.resources.warehouse import WarehouseResource
@@ -43,7 +43,7 @@ def resources() -> dg.Definitions:
                 api_key=_secret(settings, "GSV_QDRANT_API_KEY"),
                 path=str(settings.qdrant_path),
             ),
-            "backup_store": BackupStoreResource(url=settings.backup_url),
+            "artefact_store": ArtefactStoreResource(url=settings.store_url),
             "platform_db": DatabaseResource(
                 url=_secret(settings, "GSV_PLATFORM_DB_URL") or settings.platform_db_url
             ),

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from gsv_pipelines.lib.alerts.deliver import Channel, Notifier
 from gsv_pipelines.lib.alerts.policy import AlertsPolicy
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 
 
 class NotifierError(ValueError):
@@ -48,6 +48,6 @@ class NotifierResource(dg.ConfigurableResource):
         return {name: channel for name, channel in channels.items() if channel}
 
     def notifier(
-        self, policy: AlertsPolicy, store: BackupStore, log: logging.Logger | None = None
+        self, policy: AlertsPolicy, store: ArtefactStore, log: logging.Logger | None = None
     ) -> Notifier:
         return Notifier(self.channels(), policy, store, log=log)

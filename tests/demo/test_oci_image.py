@@ -14,7 +14,7 @@ from gsv_pipelines.demo.oci_image import (
     PLANTED_SECRET_RULE,
     build_alpine_image,
 )
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.scanning import store as scan_store
 from gsv_pipelines.lib.scanning.trivy import Trivy
 from gsv_pipelines.lib.scanning.trivy_report import parse_report
@@ -67,7 +67,7 @@ def test_real_trivy_finds_the_planted_secret_and_the_store_never_holds_it(
     assert secret["severity"] == "CRITICAL"
     assert secret["target"] == "/" + PLANTED_SECRET_PATH
 
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     record = scan_store.write_scan(
         store,
         digest=digest,

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from gsv_pipelines.demo.data import seed_platform_db
 from gsv_pipelines.demo import usage_sim
+from gsv_pipelines.demo.data import seed_platform_db
 from tests.defs.usage import crafted
 
 WEDNESDAY = date(2026, 3, 4)

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gsv_pipelines.lib.alerts.incidents import Incidents, Observation
 from gsv_pipelines.lib.core.processes import ManagedProcess, free_port
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.usage import tables as usage_tables
 from gsv_pipelines.lib.usage import warehouse as usage_warehouse
 from tests.deploy.test_helm_values import chart_instance, values_for
@@ -71,7 +71,7 @@ def _instance_home(home: Path, postgres, database: str) -> Path:
     return home
 
 
-def _record_facts(env: dict[str, str], store: BackupStore, monkeypatch) -> None:
+def _record_facts(env: dict[str, str], store: ArtefactStore, monkeypatch) -> None:
     """One fact per kind of source: a failed run of a job in the instance, an open incident in the
     store, a tenant over quota in the warehouse."""
     for name in ("DAGSTER_HOME", "DAGSTER_PG_PASSWORD"):
@@ -146,7 +146,7 @@ def test_the_exporter_reads_every_source_with_what_its_pod_is_given(
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path / "home"),
     }
-    store = BackupStore(env["GSV_BACKUP_URL"], storage_options=s3.storage_options())
+    store = ArtefactStore(env["GSV_BACKUP_URL"], storage_options=s3.storage_options())
     store.fs.mkdir(BUCKET)
     _record_facts(env, store, monkeypatch)
     home_before = sorted(p.name for p in home.rglob("*"))

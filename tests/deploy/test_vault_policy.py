@@ -24,7 +24,7 @@ import requests
 
 from gsv_pipelines.lib.backups.vault_snapshot import check_archive, take_snapshot, write_sentinel
 from gsv_pipelines.lib.core import vault_kv
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 
 POLICY_FILE = Path(__file__).resolve().parents[2] / "deploy" / "vault" / "gsv-pipelines.hcl"
 POLICY = "gsv-pipelines"
@@ -276,7 +276,7 @@ def test_system_and_token_administration_is_forbidden(bao):
 def test_a_raft_snapshot_is_taken_but_cannot_be_restored(openbao_raft, tmp_path):
     root = hvac.Client(url=openbao_raft.addr, token=openbao_raft.token)
     client = hvac.Client(url=openbao_raft.addr, token=install_policy(root))
-    store = BackupStore(str(tmp_path))
+    store = ArtefactStore(str(tmp_path))
     stored = take_snapshot(client, store, "vault/raft.snap")
     assert check_archive(store, stored.key)["Index"] > 0
     with store.open(stored.key) as snapshot:

@@ -24,7 +24,7 @@ from gsv_pipelines.lib.alerts.messages import asset_link, run_link
 from gsv_pipelines.lib.alerts.policy import DOMAINS, alert_severity
 from gsv_pipelines.resources.notifier import NotifierResource
 from gsv_pipelines.resources.policies import PoliciesResource
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 
 RUN_ENDS = (
     dg.DagsterEventType.RUN_SUCCESS,
@@ -201,7 +201,7 @@ def evaluate(
     context: dg.SensorEvaluationContext,
     observe: Observer,
     notifier: NotifierResource,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
 ) -> dg.SensorResult:
     """One tick: the runs that ended since the cursor, observed, incidents updated, alerts sent."""
@@ -214,7 +214,7 @@ def evaluate(
             skip_reason=f"starting after run-end event {start}",
         )
     after = json.loads(context.cursor)["after"]
-    store = backup_store.store()
+    store = artefact_store.store()
     sender = notifier.notifier(policies.alerts(), store, log=context.log)
     incidents = Incidents(store)
     started, runs, sent = time.monotonic(), 0, []
@@ -247,10 +247,10 @@ def evaluate(
 def run_failure_alert_sensor(
     context: dg.SensorEvaluationContext,
     notifier: NotifierResource,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
 ) -> dg.SensorResult:
-    return evaluate(context, observe_run, notifier, backup_store, policies)
+    return evaluate(context, observe_run, notifier, artefact_store, policies)
 
 
 @dg.sensor(
@@ -264,7 +264,7 @@ def run_failure_alert_sensor(
 def check_failure_alert_sensor(
     context: dg.SensorEvaluationContext,
     notifier: NotifierResource,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
 ) -> dg.SensorResult:
-    return evaluate(context, observe_checks, notifier, backup_store, policies)
+    return evaluate(context, observe_checks, notifier, artefact_store, policies)

@@ -8,7 +8,7 @@ from gsv_pipelines.lib.backups import make as backups
 from gsv_pipelines.lib.core import pod_sizes
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
-from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource, DatabaseResource
 from gsv_pipelines.resources.vault import VaultResource
 
 OWNERS = ["team:platform"]
@@ -50,7 +50,7 @@ def outcome_metadata(outcome: backups.BackupOutcome, store) -> dict:
 def qdrant_backup(
     context: dg.AssetExecutionContext,
     qdrant: QdrantResource,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
 ) -> dg.MaterializeResult:
     """A verified backup of one Qdrant collection for one day, in the backup store.
@@ -63,7 +63,7 @@ def qdrant_backup(
     keys = context.partition_key.keys_by_dimension
     collection = keys["collection"]
     policy = policies.backups()
-    store = backup_store.store()
+    store = artefact_store.store()
     with qdrant.open() as client:
         outcome = backups.backup_qdrant_collection(
             client,
@@ -115,7 +115,7 @@ def qdrant_backup(
 def platform_db_backup(
     context: dg.AssetExecutionContext,
     platform_db: DatabaseResource,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
 ) -> dg.MaterializeResult:
     """A verified backup of the platform database for one day, in the backup store.
@@ -124,7 +124,7 @@ def platform_db_backup(
     row counts and checksums go into the manifest. SQLite (the embedded default): the online
     backup API. The DR drills restore it and compare those counts and checksums.
     """
-    store = backup_store.store()
+    store = artefact_store.store()
     outcome = backups.backup_platform_database(
         platform_db.url,
         store,
@@ -165,7 +165,7 @@ def platform_db_backup(
 def vault_snapshot(
     context: dg.AssetExecutionContext,
     vault: VaultResource,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
 ) -> dg.MaterializeResult:
     """A verified raft snapshot of Vault / OpenBao for one day, in the backup store.
@@ -173,7 +173,7 @@ def vault_snapshot(
     Streamed from `sys/storage/raft/snapshot`; besides the SHA-256 of the file, every member of
     the archive is checked against the snapshot's own SHA256SUMS before it is committed.
     """
-    store = backup_store.store()
+    store = artefact_store.store()
     outcome = backups.backup_vault(
         vault.client(),
         store,

@@ -17,9 +17,9 @@ from gsv_pipelines.defs.partitioned_checks import (
 )
 from gsv_pipelines.lib.backups import make as backups
 from gsv_pipelines.lib.core import manifest as manifests
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.resources.policies import PoliciesResource
-from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource, DatabaseResource
 
 BACKUP_VERIFIED = "backup_verified"
 BACKUP_FRESH = "backup_fresh"
@@ -48,7 +48,7 @@ def _partition_folder(instance: dg.DagsterInstance, key: dg.AssetKey, partition:
     return folder.value if folder else None
 
 
-def _verify_folder(store: BackupStore, folder: str | None) -> dg.AssetCheckResult:
+def _verify_folder(store: ArtefactStore, folder: str | None) -> dg.AssetCheckResult:
     problems, files, size = [], 0, 0
     if folder is None:
         problems.append("no backup recorded")
@@ -76,7 +76,7 @@ def _verify_folder(store: BackupStore, folder: str | None) -> dg.AssetCheckResul
 
 def _verify(
     context: dg.AssetCheckExecutionContext,
-    store: BackupStore,
+    store: ArtefactStore,
     key: dg.AssetKey,
     kind: str,
     targets: list[str],
@@ -112,12 +112,12 @@ def _verify(
     "SHA-256 (on its own: the newest backup of every collection).",
 )
 def qdrant_backup_verified(
-    context: dg.AssetCheckExecutionContext, backup_store: BackupStoreResource
+    context: dg.AssetCheckExecutionContext, artefact_store: ArtefactStoreResource
 ):
     collections = context.instance.get_dynamic_partitions(COLLECTIONS.name)
     yield from _verify(
         context,
-        backup_store.store(),
+        artefact_store.store(),
         qdrant_backup.key,
         backups.QDRANT,
         collections,
@@ -134,13 +134,13 @@ def qdrant_backup_verified(
 )
 def platform_db_backup_verified(
     context: dg.AssetCheckExecutionContext,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     platform_db: DatabaseResource,
 ):
     target = backups.database_name(platform_db.url)
     yield from _verify(
         context,
-        backup_store.store(),
+        artefact_store.store(),
         platform_db_backup.key,
         backups.PLATFORM_DB,
         [target],
@@ -174,7 +174,7 @@ def _freshness(store, kind: str, target: str, rpo_hours: float) -> dg.AssetCheck
 
 def _fresh(
     context: dg.AssetCheckExecutionContext,
-    store: BackupStore,
+    store: ArtefactStore,
     kind: str,
     rpo_by_target: dict[str, float],
     partition_of: PartitionOf,
@@ -213,7 +213,7 @@ def _collection_of(partition: str) -> str:
 )
 def qdrant_backup_fresh(
     context: dg.AssetCheckExecutionContext,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
 ):
     policy = policies.backups()
@@ -225,7 +225,7 @@ def qdrant_backup_fresh(
     )
     rpo = {name: policy.for_collection(name).rpo_hours for name in collections}
     yield from _fresh(
-        context, backup_store.store(), backups.QDRANT, rpo, _collection_partition, _collection_of
+        context, artefact_store.store(), backups.QDRANT, rpo, _collection_partition, _collection_of
     )
 
 
@@ -237,14 +237,14 @@ def qdrant_backup_fresh(
 )
 def platform_db_backup_fresh(
     context: dg.AssetCheckExecutionContext,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     platform_db: DatabaseResource,
     policies: PoliciesResource,
 ):
     target = backups.database_name(platform_db.url)
     rpo = {target: policies.backups().platform_db.rpo_hours}
     yield from _fresh(
-        context, backup_store.store(), backups.PLATFORM_DB, rpo, _day_partition, lambda _: target
+        context, artefact_store.store(), backups.PLATFORM_DB, rpo, _day_partition, lambda _: target
     )
 
 
@@ -256,11 +256,11 @@ def platform_db_backup_fresh(
     description="Re-reads the day's raft snapshot from the store and checks its SHA-256.",
 )
 def vault_snapshot_verified(
-    context: dg.AssetCheckExecutionContext, backup_store: BackupStoreResource
+    context: dg.AssetCheckExecutionContext, artefact_store: ArtefactStoreResource
 ):
     yield from _verify(
         context,
-        backup_store.store(),
+        artefact_store.store(),
         vault_snapshot.key,
         backups.VAULT,
         [backups.VAULT_TARGET],
@@ -276,13 +276,13 @@ def vault_snapshot_verified(
 )
 def vault_snapshot_fresh(
     context: dg.AssetCheckExecutionContext,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
 ):
     rpo = {backups.VAULT_TARGET: policies.backups().vault.rpo_hours}
     yield from _fresh(
         context,
-        backup_store.store(),
+        artefact_store.store(),
         backups.VAULT,
         rpo,
         _day_partition,

@@ -13,13 +13,13 @@ from gsv_pipelines.lib.backups import make as backups
 from gsv_pipelines.lib.backups.policy import BackupPolicy
 from gsv_pipelines.lib.core import pod_sizes
 from gsv_pipelines.lib.core.settings import load_settings
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills.policy import DrillPolicy, DrillPolicyError, load_drill_policy
 from gsv_pipelines.lib.drills.report import store_drill_report, summary_rows
 from gsv_pipelines.lib.drills.run import drill_targets, run_drill, save_record
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
-from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource, DatabaseResource
 from gsv_pipelines.resources.vault import VaultResource
 
 OWNERS = ["team:platform"]
@@ -62,7 +62,7 @@ def active_run_ids(instance: dg.DagsterInstance) -> set[str]:
 def build_handlers(
     stack: contextlib.ExitStack,
     kinds: set[str],
-    store: BackupStore,
+    store: ArtefactStore,
     policy: DrillPolicy,
     *,
     qdrant: QdrantResource,
@@ -232,7 +232,7 @@ def _judgements(record) -> list[dg.AssetCheckResult]:
 def dr_drill(
     context: dg.AssetExecutionContext,
     qdrant: QdrantResource,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     platform_db: DatabaseResource,
     vault: VaultResource,
     policies: PoliciesResource,
@@ -246,7 +246,7 @@ def dr_drill(
     written before the checks judge; the checks are blocking, so a drill in which any target
     fails ends its run failed."""
     policy = policies.drills()
-    store = backup_store.store()
+    store = artefact_store.store()
     collections = context.instance.get_dynamic_partitions(COLLECTIONS.name)
     database = backups.database_name(platform_db.url) if policy.platform_db else None
     targets = drill_targets(policy, collections, database)
@@ -311,7 +311,7 @@ def dr_drill(
     tags=TAGS,
 )
 def dr_report(
-    context: dg.AssetExecutionContext, backup_store: BackupStoreResource
+    context: dg.AssetExecutionContext, artefact_store: ArtefactStoreResource
 ) -> dg.MaterializeResult:
     """The drill's evidence as a markdown report an auditor accepts: every target, the backup
     used with its checksums, every check with what it found, RTO and RPO against their targets,
@@ -326,7 +326,7 @@ def dr_report(
     if not records:
         raise dg.Failure(f"no drill recorded for {context.partition_key}: materialize dr_drill")
     key = records[0].asset_materialization.metadata["record_key"].value
-    store = backup_store.store()
+    store = artefact_store.store()
     record, stored, report = store_drill_report(store, key)
     context.log.info(f"drill report written to {store.location(stored.key)}")
     return dg.MaterializeResult(

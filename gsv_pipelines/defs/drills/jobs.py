@@ -23,7 +23,7 @@ from gsv_pipelines.lib.drills.restore import (
 )
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
-from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource, DatabaseResource
 from gsv_pipelines.resources.vault import VaultResource
 
 
@@ -111,13 +111,13 @@ def restore_op(
     context: dg.OpExecutionContext,
     config: RestoreConfig,
     qdrant: QdrantResource,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     platform_db: DatabaseResource,
     vault: VaultResource,
     policies: PoliciesResource,
 ):
     request = _request(config, policies)
-    store = backup_store.store()
+    store = artefact_store.store()
     with contextlib.ExitStack() as stack:
         handler = build_handlers(
             stack,

@@ -7,7 +7,7 @@ import dagster as dg
 
 from gsv_pipelines.defs.scanning.partitions import DAILY
 from gsv_pipelines.resources.policies import PoliciesResource
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 from gsv_pipelines.resources.workloads import WorkloadsResource
 
 OWNERS = ["team:platform"]
@@ -83,7 +83,7 @@ WORKLOADS_TABLE = dg.TableSchema(
 def deployed_images(
     context: dg.AssetExecutionContext,
     workloads: WorkloadsResource,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
 ) -> dg.MaterializeResult:
     """The image digests that run, on the partition's day: the Running and Pending pods' imageIDs
     through the Kubernetes API in prod, the inventory file GSV_IMAGE_INVENTORY locally (absent:
@@ -95,7 +95,7 @@ def deployed_images(
     from gsv_pipelines.lib.scanning import deployed as lib
 
     day = context.partition_key
-    store = backup_store.store()
+    store = artefact_store.store()
     key = lib.deployed_key(day)
     kept = day < datetime.now(UTC).date().isoformat() and store.exists(key)
     if kept:
@@ -151,7 +151,7 @@ def deployed_images(
 )
 def image_risk_report(
     context: dg.AssetExecutionContext,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
 ) -> dg.MaterializeResult:
     """Which running images carry which risk, per namespace and workload: each deployed container
@@ -165,7 +165,7 @@ def image_risk_report(
 
     day = context.partition_key
     previous_day = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
-    store = backup_store.store()
+    store = artefact_store.store()
     deployed_key = lib.deployed_key(day)
     if not store.exists(deployed_key):
         raise dg.Failure(

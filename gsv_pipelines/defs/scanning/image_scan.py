@@ -20,7 +20,7 @@ from gsv_pipelines.defs.scanning.assets import OWNERS, trivy_db
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.defs.sources import vault_storage
 from gsv_pipelines.lib.core import pod_sizes
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.scanning import store as scan_store
 from gsv_pipelines.lib.scanning.artifacts import artifact_kind
 from gsv_pipelines.lib.scanning.policy import (
@@ -41,7 +41,7 @@ from gsv_pipelines.lib.scanning.trivy_report import (
 )
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.registries import RegistriesResource
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 from gsv_pipelines.resources.trivy import TrivyResource
 from gsv_pipelines.resources.vault import VaultResource
 
@@ -178,7 +178,7 @@ def _not_an_image(target: _Target, digest: str, credentials) -> str | None:
     return artifact_kind(manifest, content_type)
 
 
-def _deployed_reference(store: BackupStore, digest: str) -> str | None:
+def _deployed_reference(store: ArtefactStore, digest: str) -> str | None:
     """Where the newest deployed-images inventory says the digest runs from, if it does."""
     from gsv_pipelines.lib.scanning import deployed
 
@@ -197,7 +197,7 @@ def _no_reference(digest: str) -> dg.Failure:
     )
 
 
-def _location(store: BackupStore, key: str) -> dg.MetadataValue:
+def _location(store: ArtefactStore, key: str) -> dg.MetadataValue:
     where = store.location(key)
     if "://" in where and not where.startswith("file://"):
         return dg.MetadataValue.url(where)
@@ -243,7 +243,7 @@ def _findings_markdown(vulnerabilities: "pd.DataFrame", secrets: "pd.DataFrame")
     return "\n".join(lines)
 
 
-def _record_metadata(store: BackupStore, record: scan_store.ScanRecord) -> dict:
+def _record_metadata(store: ArtefactStore, record: scan_store.ScanRecord) -> dict:
     """What every materialization says, whether it scanned or reused the last scan."""
     metadata: dict = {
         "image": record.image or image_name(record.reference),
@@ -297,7 +297,7 @@ def image_scan(
     context: dg.AssetExecutionContext,
     config: ImageScanConfig,
     trivy: TrivyResource,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
     registries: RegistriesResource,
     vault: VaultResource,
@@ -313,7 +313,7 @@ def image_scan(
     if not DIGEST.match(digest):
         raise dg.Failure(description=f"partition {digest!r} is not an image digest (sha256:<hex>)")
     scanner = trivy.trivy()
-    store = backup_store.store()
+    store = artefact_store.store()
     policy = policies.scanning()
     # The DB a scan now would use (the scan records the one it did use).
     try:
@@ -416,7 +416,7 @@ def _table(frame: "pd.DataFrame", columns: dict[str, str]) -> dg.MetadataValue:
 
 def _judge(
     context: dg.AssetCheckExecutionContext,
-    store: BackupStore,
+    store: ArtefactStore,
     policy: ScanPolicy,
     *,
     frame: str,
@@ -497,12 +497,12 @@ def _judgement(
 )
 def no_fixable_critical(
     context: dg.AssetCheckExecutionContext,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
 ):
     yield from _judge(
         context,
-        backup_store.store(),
+        artefact_store.store(),
         policies.scanning(),
         frame="vulnerabilities",
         judge=vulnerability_verdict,
@@ -528,12 +528,12 @@ def no_fixable_critical(
 )
 def no_embedded_secrets(
     context: dg.AssetCheckExecutionContext,
-    backup_store: BackupStoreResource,
+    artefact_store: ArtefactStoreResource,
     policies: PoliciesResource,
 ):
     yield from _judge(
         context,
-        backup_store.store(),
+        artefact_store.store(),
         policies.scanning(),
         frame="secrets",
         judge=secret_verdict,

@@ -9,7 +9,7 @@ import dagster as dg
 from gsv_pipelines.defs.automation import sensor_status
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.resources.policies import PoliciesResource
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 from gsv_pipelines.resources.trivy import TrivyResource
 
 SCAN_JOB = "image_scan_job"
@@ -48,7 +48,7 @@ def build_image_rescan_sensor(
     )
     def image_rescan_sensor(
         context: dg.SensorEvaluationContext,
-        backup_store: BackupStoreResource,
+        artefact_store: ArtefactStoreResource,
         trivy: TrivyResource,
         policies: PoliciesResource,
     ):
@@ -64,7 +64,7 @@ def build_image_rescan_sensor(
             )
         db_updated_at = str(db.get("UpdatedAt"))
         policy_sha256 = policies.scanning().sha256
-        store = backup_store.store()
+        store = artefact_store.store()
         key = lib.newest_deployed_key(store)
         if key is None:
             return dg.SkipReason(

@@ -41,7 +41,7 @@ from urllib3.util import Retry
 
 from gsv_pipelines.lib.alerts.messages import RENDERERS, RESOLVED, Alert
 from gsv_pipelines.lib.alerts.policy import AlertsPolicy
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 
 SIGNATURE_HEADER = "X-GSV-Signature"
 TIMESTAMP_HEADER = "X-GSV-Timestamp"
@@ -170,7 +170,7 @@ class Notifier:
         self,
         channels: Mapping[str, Channel],
         policy: AlertsPolicy,
-        store: BackupStore,
+        store: ArtefactStore,
         log: logging.Logger | None = None,
         clock: Callable[[], float] = time.time,
     ):
@@ -289,7 +289,7 @@ class Notifier:
         return key
 
 
-def dead_letters(store: BackupStore) -> list[dict[str, Any]]:
+def dead_letters(store: ArtefactStore) -> list[dict[str, Any]]:
     """Every dead letter in the store, oldest first."""
     letters = []
     for key in store.glob(posixpath.join(DEAD_LETTERS, "*.json")):

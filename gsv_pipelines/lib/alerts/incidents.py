@@ -25,7 +25,7 @@ from gsv_pipelines.lib.alerts.messages import (
     clip,
     figures,
 )
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 
 INCIDENTS = "alerts/incidents"
 OPEN = "open"
@@ -68,7 +68,7 @@ def _duration(seconds: float) -> str:
 
 
 class Incidents:
-    def __init__(self, store: BackupStore):
+    def __init__(self, store: ArtefactStore):
         self.store = store
 
     def _key(self, incident: str) -> str:

@@ -26,7 +26,7 @@ from gsv_pipelines.lib.alerts.deliver import dead_letters
 from gsv_pipelines.lib.alerts.incidents import OPEN, Incidents
 from gsv_pipelines.lib.backups import make as backups
 from gsv_pipelines.lib.backups.policy import BackupPolicy
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills.run import RECORD_FILE, RECORDS, load_record
 from gsv_pipelines.lib.rotation.policy import RotationPolicy
 
@@ -37,7 +37,7 @@ RISK_SUMMARIES = "scanning/risk/*/summary.json"
 
 @dataclass
 class Sources:
-    store: BackupStore
+    store: ArtefactStore
     backup_policy: BackupPolicy
     rotation_policy: RotationPolicy
     warehouse_url: str
@@ -55,7 +55,7 @@ def _ts(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-def backup_metrics(store: BackupStore, policy: BackupPolicy) -> list[Metric]:
+def backup_metrics(store: ArtefactStore, policy: BackupPolicy) -> list[Metric]:
     last = _gauge(
         "gsv_backup_last_success_timestamp_seconds",
         "Consistency point of the newest verified backup of a target (its age: time() - this).",
@@ -79,7 +79,7 @@ def backup_metrics(store: BackupStore, policy: BackupPolicy) -> list[Metric]:
     return [last, rpo]
 
 
-def drill_metrics(store: BackupStore) -> list[Metric]:
+def drill_metrics(store: ArtefactStore) -> list[Metric]:
     labels = ["kind", "target"]
     families = {
         "last": _gauge(
@@ -123,7 +123,7 @@ def drill_metrics(store: BackupStore) -> list[Metric]:
     return list(families.values())
 
 
-def risk_metrics(store: BackupStore) -> list[Metric]:
+def risk_metrics(store: ArtefactStore) -> list[Metric]:
     from gsv_pipelines.lib.scanning.deployed import read_frame, risk_key
 
     open_fixable = _gauge(
@@ -220,7 +220,7 @@ def run_metrics(failures: dict[str, int]) -> list[Metric]:
     return [counter]
 
 
-def alert_metrics(store: BackupStore) -> list[Metric]:
+def alert_metrics(store: ArtefactStore) -> list[Metric]:
     letters = _gauge(
         "gsv_alert_dead_letters",
         "Alerts not delivered, waiting for `gsv alerts replay`.",

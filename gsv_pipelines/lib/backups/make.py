@@ -16,7 +16,7 @@ from gsv_pipelines.lib.backups.policy import TargetPolicy
 from gsv_pipelines.lib.backups.retention import Backup, RetentionPlan, plan_retention
 from gsv_pipelines.lib.core import manifest as manifests
 from gsv_pipelines.lib.core.manifest import Manifest, Verification
-from gsv_pipelines.lib.core.store import BackupStore, StoredFile
+from gsv_pipelines.lib.core.store import ArtefactStore, StoredFile
 
 QDRANT = "qdrant"
 PLATFORM_DB = "platform_db"
@@ -50,7 +50,7 @@ def _now() -> datetime:
 
 
 def _complete(
-    store: BackupStore,
+    store: ArtefactStore,
     draft: Manifest,
     files: list[StoredFile],
     policy: TargetPolicy,
@@ -81,7 +81,7 @@ def _complete(
     return BackupOutcome(draft, verification, plan, removed)
 
 
-def _attempt(store: BackupStore, folder: str, work: Callable[[], BackupOutcome]) -> BackupOutcome:
+def _attempt(store: ArtefactStore, folder: str, work: Callable[[], BackupOutcome]) -> BackupOutcome:
     try:
         return work()
     except BaseException:
@@ -91,7 +91,7 @@ def _attempt(store: BackupStore, folder: str, work: Callable[[], BackupOutcome])
 
 
 def apply_retention(
-    store: BackupStore, kind: str, target: str, policy: TargetPolicy, now: datetime | None = None
+    store: ArtefactStore, kind: str, target: str, policy: TargetPolicy, now: datetime | None = None
 ) -> RetentionPlan:
     """Delete the backups of `target` that the retention policy does not keep."""
     backups = manifests.list_backups(store, kind, target)
@@ -108,7 +108,7 @@ def apply_retention(
 def backup_qdrant_collection(
     client,
     collection: str,
-    store: BackupStore,
+    store: ArtefactStore,
     policy: TargetPolicy,
     *,
     server_url: str | None,
@@ -216,7 +216,7 @@ def database_name(url: str) -> str:
 
 def backup_platform_database(
     url: str,
-    store: BackupStore,
+    store: ArtefactStore,
     policy: TargetPolicy,
     *,
     run_id: str = "",
@@ -265,7 +265,7 @@ def backup_platform_database(
 
 def backup_vault(
     client,
-    store: BackupStore,
+    store: ArtefactStore,
     policy: TargetPolicy,
     *,
     run_id: str = "",
@@ -313,6 +313,6 @@ def backup_vault(
     return _attempt(store, folder, work)
 
 
-def newest_backup(store: BackupStore, kind: str, target: str) -> Manifest | None:
+def newest_backup(store: ArtefactStore, kind: str, target: str) -> Manifest | None:
     backups = manifests.list_backups(store, kind, target)
     return backups[-1] if backups else None

@@ -29,7 +29,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
-from gsv_pipelines.lib.core.store import CHUNK, BackupStore, StoredFile
+from gsv_pipelines.lib.core.store import CHUNK, ArtefactStore, StoredFile
 
 PG_BINDIR = Path("/usr/lib/postgresql/15/bin")
 ROWS_PER_FETCH = 1000
@@ -262,7 +262,7 @@ def _read_tail(stderr: IO[bytes], limit: int = 4000) -> str:
 
 def backup_postgres(
     url: str,
-    store: BackupStore,
+    store: ArtefactStore,
     key: str,
     pg_dump: str | None = None,
     snapshot: str | None = None,
@@ -307,7 +307,7 @@ def backup_postgres(
 
 
 def restore_postgres(
-    store: BackupStore, key: str, target_url: str, pg_restore: str | None = None
+    store: ArtefactStore, key: str, target_url: str, pg_restore: str | None = None
 ) -> None:
     """Restore a pg_dump archive from the store into an existing, empty database.
 
@@ -361,7 +361,7 @@ def _feed(stdin: IO[bytes], chunks: Iterable[bytes]) -> None:
 
 
 def backup_sqlite(
-    url_or_path: str | os.PathLike, store: BackupStore, key: str
+    url_or_path: str | os.PathLike, store: ArtefactStore, key: str
 ) -> tuple[StoredFile, dict[str, dict]]:
     """A consistent copy made with sqlite3's online backup API, then streamed into the store.
 
@@ -392,7 +392,7 @@ def backup_sqlite(
         os.remove(copy_path)
 
 
-def restore_sqlite(store: BackupStore, key: str, target_path: str | os.PathLike) -> None:
+def restore_sqlite(store: ArtefactStore, key: str, target_path: str | os.PathLike) -> None:
     """Write the backup at `key` to `target_path`, a new file, once it passes a quick check."""
     target = Path(target_path)
     if target.exists():
@@ -422,7 +422,7 @@ def _check_sqlite(path: Path) -> None:
         raise PlatformDbRestoreError(f"the backup fails SQLite's quick_check: {verdict}")
 
 
-def backup(url: str, store: BackupStore, key: str) -> tuple[StoredFile, str, dict[str, dict]]:
+def backup(url: str, store: ArtefactStore, key: str) -> tuple[StoredFile, str, dict[str, dict]]:
     """Back up the database at `url` into `key`.
 
     Returns the file, the method used, and the table stats of exactly the data in the backup
@@ -456,7 +456,7 @@ def backup(url: str, store: BackupStore, key: str) -> tuple[StoredFile, str, dic
     return stored, "pg_dump", stats
 
 
-def restore(store: BackupStore, key: str, target_url: str) -> None:
+def restore(store: ArtefactStore, key: str, target_url: str) -> None:
     """Restore the backup at `key` into the database `target_url` names (empty or new)."""
     sa_url = parse_url(target_url)
     backend = sa_url.get_backend_name()

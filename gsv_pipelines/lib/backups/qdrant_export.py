@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from qdrant_client import QdrantClient, models
 
 from gsv_pipelines.lib.backups import qdrant_held
-from gsv_pipelines.lib.core.store import BackupStore, StoredFile
+from gsv_pipelines.lib.core.store import ArtefactStore, StoredFile
 
 POINTS_FILE = "points.parquet"
 CONFIG_FILE = "collection.json"
@@ -132,7 +132,7 @@ def _batch_table(points: list[Any], layout: VectorLayout, schema: pa.Schema) -> 
 def export_collection(
     client: QdrantClient,
     collection: str,
-    store: BackupStore,
+    store: ArtefactStore,
     folder: str,
     batch_size: int = 1000,
     on_batch: Callable[[list[models.Record]], None] | None = None,
@@ -245,7 +245,7 @@ def points_of(table: pa.Table, layout: VectorLayout) -> Iterator[models.PointStr
 
 def restore_collection(
     client: QdrantClient,
-    store: BackupStore,
+    store: ArtefactStore,
     folder: str,
     target: str,
     batch_size: int = 1000,

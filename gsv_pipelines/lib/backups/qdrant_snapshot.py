@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from gsv_pipelines.lib.core.store import BackupStore, StoredFile
+from gsv_pipelines.lib.core.store import ArtefactStore, StoredFile
 
 PRIORITIES = ("no_sync", "snapshot", "replica")
 CONNECT_SECONDS = 10.0
@@ -153,7 +153,7 @@ def _error_text(response: requests.Response) -> str:
 
 def snapshot_collection(
     collection: str,
-    store: BackupStore,
+    store: ArtefactStore,
     folder: str,
     *,
     node_urls: list[str],
@@ -213,7 +213,7 @@ def _snapshot_node(
     node: _Node,
     peer_id: int,
     shards: dict[int, int],
-    store: BackupStore,
+    store: ArtefactStore,
     folder: str,
     timeout_seconds: float,
     poll_seconds: float,
@@ -294,7 +294,9 @@ def _create_snapshot(
         time.sleep(min(poll_seconds, remaining))
 
 
-def _download(node: _Node, name: str, store: BackupStore, key: str, chunk_size: int) -> StoredFile:
+def _download(
+    node: _Node, name: str, store: ArtefactStore, key: str, chunk_size: int
+) -> StoredFile:
     """Stream the snapshot into the store, one chunk in memory at a time."""
     path = f"{node.base}/snapshots/{quote(name, safe='')}"
     # identity: Qdrant would otherwise gzip the archive on the fly for requests' default headers.

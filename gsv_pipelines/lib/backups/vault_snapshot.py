@@ -16,7 +16,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from gsv_pipelines.lib.core.store import CHUNK, BackupStore, StoredFile
+from gsv_pipelines.lib.core.store import CHUNK, ArtefactStore, StoredFile
 
 # A canary, not a secret: a random nonce written just before each snapshot, read back by drills.
 SENTINEL_MOUNT = "secret"
@@ -56,7 +56,7 @@ def write_sentinel(client: hvac.Client) -> dict[str, Any]:
     }
 
 
-def take_snapshot(client: hvac.Client, store: BackupStore, key: str) -> StoredFile:
+def take_snapshot(client: hvac.Client, store: ArtefactStore, key: str) -> StoredFile:
     """Stream a raft snapshot of the server `client` is logged in to into `key`."""
     try:
         response = client.sys.take_raft_snapshot()
@@ -79,7 +79,7 @@ def take_snapshot(client: hvac.Client, store: BackupStore, key: str) -> StoredFi
             raise VaultSnapshotError(f"the raft snapshot download broke off: {exc}") from None
 
 
-def check_archive(store: BackupStore, key: str) -> dict[str, Any]:
+def check_archive(store: ArtefactStore, key: str) -> dict[str, Any]:
     """Check every member of the stored snapshot against its SHA256SUMS; return meta.json."""
     digests: dict[str, str] = {}
     sums: dict[str, str] = {}

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gsv_pipelines.lib.core.store import BackupStore, StoredFile
+from gsv_pipelines.lib.core.store import ArtefactStore, StoredFile
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -65,18 +65,18 @@ def file_entry(folder: str, stored: StoredFile) -> dict[str, Any]:
     }
 
 
-def commit(store: BackupStore, manifest: Manifest) -> str:
+def commit(store: ArtefactStore, manifest: Manifest) -> str:
     """Write the manifest last: from now on the backup exists. Returns its key."""
     key = posixpath.join(manifest.folder, MANIFEST)
     store.write_json_atomic(key, asdict(manifest))
     return key
 
 
-def load(store: BackupStore, folder: str) -> Manifest:
+def load(store: ArtefactStore, folder: str) -> Manifest:
     return Manifest(**store.read_json(posixpath.join(folder, MANIFEST)))
 
 
-def list_backups(store: BackupStore, kind: str, target: str) -> list[Manifest]:
+def list_backups(store: ArtefactStore, kind: str, target: str) -> list[Manifest]:
     """Committed backups of one target, oldest first."""
     base = posixpath.join(kind, target)
     found = []
@@ -95,7 +95,7 @@ class Verification:
     problems: list[str]
 
 
-def verify(store: BackupStore, manifest: Manifest) -> Verification:
+def verify(store: ArtefactStore, manifest: Manifest) -> Verification:
     """Re-read every file of the backup from the store; compare size and SHA-256."""
     problems, checked, total = [], 0, 0
     if not manifest.files:
@@ -125,7 +125,7 @@ def backup_id_time(backup_id: str) -> datetime | None:
 
 
 def remove_incomplete(
-    store: BackupStore, kind: str, target: str, started_before: datetime
+    store: ArtefactStore, kind: str, target: str, started_before: datetime
 ) -> list[str]:
     """Delete folders of `target` that never got a manifest (interrupted backups).
 

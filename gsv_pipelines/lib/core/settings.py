@@ -50,7 +50,7 @@ class Settings:
     data_dir: Path
     qdrant_url: str | None
     qdrant_path: Path
-    backup_url: str
+    store_url: str
     vault_addr: str
     platform_db_url: str
     warehouse_url: str
@@ -106,7 +106,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         qdrant_url=get("GSV_QDRANT_URL"),
         qdrant_path=Path(get("GSV_QDRANT_PATH") or data_dir / "qdrant").expanduser().absolute(),
-        backup_url=get("GSV_BACKUP_URL") or str(data_dir / "backups"),
+        # GSV_STORE_URL names the artefact store (backups, scan and drill reports, inventories,
+        # alert state); GSV_BACKUP_URL, its name in the configuration contract, still works.
+        # The local folder keeps its first name, so existing backups stay where they are.
+        store_url=get("GSV_STORE_URL") or get("GSV_BACKUP_URL") or str(data_dir / "backups"),
         vault_addr=get("VAULT_ADDR") or DEFAULT_VAULT_ADDR,
         platform_db_url=get("GSV_PLATFORM_DB_URL") or f"sqlite:///{data_dir / 'platform.db'}",
         warehouse_url=get("GSV_WAREHOUSE_URL") or f"sqlite:///{data_dir / 'warehouse.db'}",

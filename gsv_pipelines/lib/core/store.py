@@ -58,7 +58,7 @@ class HashingWriter:
         return StoredFile(key=self.key, size=self.size, sha256=self.sha256.hexdigest())
 
 
-class BackupStore:
+class ArtefactStore:
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
         self.url = url.rstrip("/")
         self.fs, root = url_to_fs(self.url, **(storage_options or {}))

@@ -22,7 +22,7 @@ from gsv_pipelines.lib.backups import make as backups
 from gsv_pipelines.lib.backups import platform_db
 from gsv_pipelines.lib.backups.policy import TargetPolicy
 from gsv_pipelines.lib.core.manifest import Manifest
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills import scratch as restore_scratch
 from gsv_pipelines.lib.drills.restore import Check, RestoreError
 
@@ -99,7 +99,7 @@ def _row_counts(url: str) -> dict[str, Any]:
 class _Base:
     kind = backups.PLATFORM_DB
 
-    def __init__(self, url: str, store: BackupStore, safety_policy: TargetPolicy | None):
+    def __init__(self, url: str, store: ArtefactStore, safety_policy: TargetPolicy | None):
         self.url = url
         self.sa_url = platform_db.parse_url(url)
         self.store = store
@@ -145,7 +145,7 @@ class PostgresHandler(_Base):
 
     name_limit = 63  # PostgreSQL's identifier length
 
-    def __init__(self, url: str, store: BackupStore, safety_policy: TargetPolicy | None = None):
+    def __init__(self, url: str, store: ArtefactStore, safety_policy: TargetPolicy | None = None):
         super().__init__(url, store, safety_policy)
         # CREATE and DROP DATABASE run from another database than the one they act on.
         source = self.sa_url.database or "postgres"
@@ -218,7 +218,7 @@ class SqliteHandler(_Base):
     def __init__(
         self,
         url: str,
-        store: BackupStore,
+        store: ArtefactStore,
         scratch_dir: Path | None = None,
         safety_policy: TargetPolicy | None = None,
     ):
@@ -279,7 +279,7 @@ class SqliteHandler(_Base):
 
 def handler_for(
     url: str,
-    store: BackupStore,
+    store: ArtefactStore,
     scratch_dir: Path | None = None,
     safety_policy: TargetPolicy | None = None,
 ) -> PostgresHandler | SqliteHandler:

@@ -50,7 +50,7 @@ from gsv_pipelines.lib.backups.qdrant_export import (
 )
 from gsv_pipelines.lib.backups.qdrant_snapshot import upload_snapshot
 from gsv_pipelines.lib.core.manifest import Manifest
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills import scratch as restore_scratch
 from gsv_pipelines.lib.drills.restore import Check, RestoreError
 
@@ -103,7 +103,7 @@ class QdrantHandler:
     def __init__(
         self,
         client: QdrantClient,
-        store: BackupStore,
+        store: ArtefactStore,
         *,
         server_url: str | None = None,
         api_key: str | None = None,

@@ -11,7 +11,7 @@ import posixpath
 from datetime import UTC, datetime
 
 from gsv_pipelines.lib.core.manifest import new_backup_id
-from gsv_pipelines.lib.core.store import BackupStore, StoredFile
+from gsv_pipelines.lib.core.store import ArtefactStore, StoredFile
 from gsv_pipelines.lib.drills.restore import Evidence
 from gsv_pipelines.lib.drills.run import REPORT_FILE, DrillRecord
 
@@ -207,7 +207,7 @@ RESTORES = "restores"
 
 
 def store_restore_evidence(
-    store: BackupStore, evidence: Evidence, run_id: str, leftovers: list[str], config: dict
+    store: ArtefactStore, evidence: Evidence, run_id: str, leftovers: list[str], config: dict
 ) -> tuple[str, str, str]:
     """Write a restore's record (JSON) and report (markdown) under `restores/<id>/`; return the
     record's key, the report's key and the report."""
@@ -229,7 +229,9 @@ def store_restore_evidence(
     return record_key, stored.key, report
 
 
-def store_drill_report(store: BackupStore, record_key: str) -> tuple[DrillRecord, StoredFile, str]:
+def store_drill_report(
+    store: ArtefactStore, record_key: str
+) -> tuple[DrillRecord, StoredFile, str]:
     """Render the drill record at `record_key` (citing its SHA-256) into `report.md` beside it;
     return the record, the stored report and its text. Deterministic: the same record gives the
     same bytes, whichever asset writes it."""

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from gsv_pipelines.lib.core import manifest as manifests
 from gsv_pipelines.lib.core.manifest import Manifest
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills import scratch as restore_scratch
 from gsv_pipelines.lib.drills.policy import DEFAULT_SCRATCH_NAME
 
@@ -138,7 +138,7 @@ class RestoreRequest:
 
 
 def select_backup(
-    store: BackupStore,
+    store: ArtefactStore,
     kind: str,
     target: str,
     backup_id: str | None = None,
@@ -177,7 +177,7 @@ class _Phases:
         return round(time.monotonic() - self.start, 3)
 
 
-def _backup_record(store: BackupStore, manifest: Manifest) -> dict[str, Any]:
+def _backup_record(store: ArtefactStore, manifest: Manifest) -> dict[str, Any]:
     details = manifest.details
     return {
         "backup_id": manifest.backup_id,
@@ -193,7 +193,7 @@ def _backup_record(store: BackupStore, manifest: Manifest) -> dict[str, Any]:
 
 def restore(
     handler: Handler,
-    store: BackupStore,
+    store: ArtefactStore,
     request: RestoreRequest,
     *,
     run_id: str,
@@ -226,7 +226,7 @@ def restore(
 
 def _run(
     handler: Handler,
-    store: BackupStore,
+    store: ArtefactStore,
     request: RestoreRequest,
     evidence: Evidence,
     run_id: str,

@@ -13,7 +13,7 @@ from typing import Any
 
 from gsv_pipelines.lib.backups import make as backups
 from gsv_pipelines.lib.core import manifest as manifests
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills.policy import DrillPolicy, Objectives
 from gsv_pipelines.lib.drills.restore import (
     DRILL,
@@ -135,7 +135,7 @@ class DrillRecord:
 
 def run_drill(
     handlers: dict[str, Handler | Exception],
-    store: BackupStore,
+    store: ArtefactStore,
     targets: list[DrillTarget],
     *,
     run_id: str,
@@ -196,11 +196,11 @@ def run_drill(
     return record
 
 
-def save_record(store: BackupStore, record: DrillRecord) -> str:
+def save_record(store: ArtefactStore, record: DrillRecord) -> str:
     key = posixpath.join(record.folder, RECORD_FILE)
     store.write_json_atomic(key, record.to_dict())
     return key
 
 
-def load_record(store: BackupStore, key: str) -> DrillRecord:
+def load_record(store: ArtefactStore, key: str) -> DrillRecord:
     return DrillRecord.from_dict(store.read_json(key))

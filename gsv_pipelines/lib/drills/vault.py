@@ -29,7 +29,7 @@ from gsv_pipelines.lib.backups import make as backups
 from gsv_pipelines.lib.backups.policy import TargetPolicy
 from gsv_pipelines.lib.core.manifest import Manifest
 from gsv_pipelines.lib.core.openbao import LocalServer, start_raft_server
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills import scratch as restore_scratch
 from gsv_pipelines.lib.drills.restore import Check, RestoreError
 
@@ -47,7 +47,7 @@ class VaultHandler:
     def __init__(
         self,
         client: Callable[[], hvac.Client],
-        store: BackupStore,
+        store: ArtefactStore,
         scratch_dir: Path | None = None,
         safety_policy: TargetPolicy | None = None,
         *,

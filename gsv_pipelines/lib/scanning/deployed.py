@@ -51,7 +51,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from gsv_pipelines.lib.core.store import BackupStore, HashingWriter, StoredFile
+from gsv_pipelines.lib.core.store import ArtefactStore, HashingWriter, StoredFile
 from gsv_pipelines.lib.scanning.policy import ScanPolicy, secret_verdict, vulnerability_verdict
 from gsv_pipelines.lib.scanning.store import ScanRecord
 
@@ -401,7 +401,7 @@ def typed_frame(rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str]) -
 
 
 @contextlib.contextmanager
-def _aside(store: BackupStore, key: str) -> Iterator[HashingWriter]:
+def _aside(store: ArtefactStore, key: str) -> Iterator[HashingWriter]:
     """Write `key` whole or not at all: to `<key>.partial`, moved into place once complete."""
     partial = f"{key}.partial"
     with store.open_hashed(partial) as out:
@@ -409,7 +409,7 @@ def _aside(store: BackupStore, key: str) -> Iterator[HashingWriter]:
     store.fs.mv(posixpath.join(store.root, partial), posixpath.join(store.root, key))
 
 
-def write_frame(store: BackupStore, key: str, frame: pd.DataFrame) -> StoredFile:
+def write_frame(store: ArtefactStore, key: str, frame: pd.DataFrame) -> StoredFile:
     """Write `frame` as Parquet to `key`, whole or not at all."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -419,14 +419,14 @@ def write_frame(store: BackupStore, key: str, frame: pd.DataFrame) -> StoredFile
     return StoredFile(key=key, size=out.stored.size, sha256=out.stored.sha256)
 
 
-def write_text(store: BackupStore, key: str, text: str) -> StoredFile:
+def write_text(store: ArtefactStore, key: str, text: str) -> StoredFile:
     """Write `text` (UTF-8) to `key`, whole or not at all."""
     with _aside(store, key) as out:
         out.write(text.encode())
     return StoredFile(key=key, size=out.stored.size, sha256=out.stored.sha256)
 
 
-def read_frame(store: BackupStore, key: str) -> pd.DataFrame:
+def read_frame(store: ArtefactStore, key: str) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     try:
@@ -445,7 +445,7 @@ def risk_key(day: str, name: str) -> str:
     return posixpath.join(RISK_PREFIX, day, name)
 
 
-def read_risk_findings(store: BackupStore, day: str) -> pd.DataFrame | None:
+def read_risk_findings(store: ArtefactStore, day: str) -> pd.DataFrame | None:
     """A day's stored findings, or None when that day has no complete report (its
     summary.json, written last, is missing)."""
     if not store.exists(risk_key(day, "summary.json")):
@@ -453,7 +453,7 @@ def read_risk_findings(store: BackupStore, day: str) -> pd.DataFrame | None:
     return read_frame(store, risk_key(day, "findings.parquet"))
 
 
-def newest_deployed_key(store: BackupStore) -> str | None:
+def newest_deployed_key(store: ArtefactStore) -> str | None:
     """The newest day's deployed-images file in the store, if any."""
     keys = store.glob(posixpath.join(DEPLOYED_PREFIX, "*.parquet"))
     return keys[-1] if keys else None

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from gsv_pipelines.lib.core.store import BackupStore, StoredFile
+from gsv_pipelines.lib.core.store import ArtefactStore, StoredFile
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,7 +93,7 @@ def redact_secrets(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_scan(
-    store: BackupStore,
+    store: ArtefactStore,
     *,
     digest: str,
     reference: str,
@@ -146,7 +146,7 @@ def write_scan(
     return record
 
 
-def latest_scan(store: BackupStore, digest: str) -> ScanRecord | None:
+def latest_scan(store: ArtefactStore, digest: str) -> ScanRecord | None:
     """The digest's newest complete scan, or None if it was never scanned."""
     key = posixpath.join(digest_folder(digest), "latest.json")
     if not store.exists(key):
@@ -157,7 +157,7 @@ def latest_scan(store: BackupStore, digest: str) -> ScanRecord | None:
         raise ScanStoreError(f"unreadable scan record {store.location(key)}: {exc}") from None
 
 
-def read_frame(store: BackupStore, record: ScanRecord, name: str) -> pd.DataFrame:
+def read_frame(store: ArtefactStore, record: ScanRecord, name: str) -> pd.DataFrame:
     """One of the scan's findings frames (`vulnerabilities`, `secrets`, `misconfigurations`)."""
     import pyarrow.parquet as pq
 
@@ -171,7 +171,7 @@ def read_frame(store: BackupStore, record: ScanRecord, name: str) -> pd.DataFram
         raise ScanStoreError(f"unreadable findings {store.location(key)}: {exc}") from None
 
 
-def read_report(store: BackupStore, record: ScanRecord) -> Report:
+def read_report(store: ArtefactStore, record: ScanRecord) -> Report:
     """The stored (redacted) Trivy report, parsed again."""
     from gsv_pipelines.lib.scanning.trivy_report import parse_report
 
@@ -180,7 +180,7 @@ def read_report(store: BackupStore, record: ScanRecord) -> Report:
         return parse_report(gzip.decompress(source.read()))
 
 
-def scanned_digests(store: BackupStore) -> list[str]:
+def scanned_digests(store: ArtefactStore) -> list[str]:
     """Every digest with a complete scan."""
     digests = []
     for name in store.list_dirs(PREFIX):

@@ -16,7 +16,7 @@ import dagster as dg
 from gsv_pipelines.defs.alerts.sensors import check_failure_alert_sensor, run_failure_alert_sensor
 from gsv_pipelines.resources.notifier import NotifierResource
 from gsv_pipelines.resources.policies import PoliciesResource
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 
 IMAGES = dg.StaticPartitionsDefinition(["sha256:aaa", "sha256:bbb"])
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-02-01")
@@ -81,7 +81,7 @@ def build_defs() -> dg.Definitions:
                 webhook_secret=env("GSV_ALERT_WEBHOOK_SECRET"),
                 ui_url="http://dagster.test",
             ),
-            "backup_store": BackupStoreResource(url=os.environ["GSV_BACKUP_URL"]),
+            "artefact_store": ArtefactStoreResource(url=os.environ["GSV_BACKUP_URL"]),
             "policies": PoliciesResource(alerts_policy_path=env("GSV_ALERTS_POLICY")),
         },
     )

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from gsv_pipelines.lib.alerts.deliver import dead_letters
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from tests.defs.alerts import flows
 from tests.lib.alerts.test_deliver import verify
 from tests.services.receiver import Receiver
@@ -199,7 +199,7 @@ def test_an_alert_that_cannot_be_delivered_is_a_dead_letter_and_is_not_sent_agai
     world.set(critical=["sha256:bbb"])
     assert world.run("probe_scan_job", "sha256:bbb")
     world.tick("check_failure_alert_sensor")
-    [letter] = dead_letters(BackupStore(os.environ["GSV_BACKUP_URL"]))
+    [letter] = dead_letters(ArtefactStore(os.environ["GSV_BACKUP_URL"]))
     assert letter["channel"] == "teams" and letter["status"] == 400
     assert letter["alert"]["subject"]["partition"] == "sha256:bbb"
     assert "teamstoken" not in json.dumps(letter)

@@ -21,10 +21,10 @@ from gsv_pipelines.defs.backups.partitions import COLLECTIONS
 from gsv_pipelines.defs.backups.sensors import sensors
 from gsv_pipelines.lib.backups import make as backups
 from gsv_pipelines.lib.core import manifest as manifests
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
-from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource, DatabaseResource
 from tests.services.qdrant_fake import FakeQdrantSnapshotServer
 
 TODAY = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -54,11 +54,11 @@ def world(tmp_path):
         conn.executemany("insert into tenants values (?, ?)", [(1, "acme"), (2, "globex")])
     resources = {
         "qdrant": QdrantResource(path=str(qdrant_path)),
-        "backup_store": BackupStoreResource(url=str(tmp_path / "backups")),
+        "artefact_store": ArtefactStoreResource(url=str(tmp_path / "backups")),
         "platform_db": DatabaseResource(url=f"sqlite:///{db}"),
         "policies": PoliciesResource(),
     }
-    return {"resources": resources, "store": BackupStore(str(tmp_path / "backups"))}
+    return {"resources": resources, "store": ArtefactStore(str(tmp_path / "backups"))}
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
@@ -208,14 +208,14 @@ def test_the_nightly_schedule_requests_one_run_per_collection():
 
 def test_backups_to_s3(world, s3, monkeypatch):
     bucket = "gsv-backups-dagster"
-    store = BackupStore(f"s3://{bucket}/prod", s3.storage_options())
+    store = ArtefactStore(f"s3://{bucket}/prod", s3.storage_options())
     store.fs.mkdir(bucket)
     # The resource reads S3 settings the standard AWS way, from the environment.
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint_url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "gsv-test-access")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "gsv-test-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    world["resources"]["backup_store"] = BackupStoreResource(url=f"s3://{bucket}/prod")
+    world["resources"]["artefact_store"] = ArtefactStoreResource(url=f"s3://{bucket}/prod")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(COLLECTIONS.name, ["agent_memory_a"])
         result = _backup(instance, world, "agent_memory_a")
@@ -251,7 +251,7 @@ from qdrant_client import QdrantClient
 from gsv_pipelines.lib.backups import qdrant_held
 from gsv_pipelines.lib.backups.policy import TargetPolicy
 from gsv_pipelines.lib.backups.make import backup_qdrant_collection
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 
 client = QdrantClient(path=sys.argv[1])
 batches = qdrant_held.batches
@@ -264,7 +264,7 @@ def batches_then_hang(*args, **kwargs):
         yield batch
 
 qdrant_held.batches = batches_then_hang
-backup_qdrant_collection(client, "agent_memory_a", BackupStore(sys.argv[2]),
+backup_qdrant_collection(client, "agent_memory_a", ArtefactStore(sys.argv[2]),
                          TargetPolicy(batch_size=10), server_url=None, api_key=None)
 """
 
@@ -290,7 +290,7 @@ def test_a_backup_killed_midway_leaves_nothing_that_looks_valid(world, tmp_path)
 def test_a_backup_older_than_the_rpo_is_stale(tmp_path):
     from gsv_pipelines.defs.backups.checks import _freshness
 
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     old = datetime.now(UTC) - timedelta(hours=30)
     draft = manifests.Manifest(
         kind="qdrant",

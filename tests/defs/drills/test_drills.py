@@ -19,11 +19,11 @@ from gsv_pipelines.defs.backups.partitions import COLLECTIONS
 from gsv_pipelines.defs.drills.assets import dr_drill, dr_report
 from gsv_pipelines.lib.backups.platform_db import table_stats
 from gsv_pipelines.lib.core import manifest as manifests
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills.scratch import PREFIX
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
-from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource, DatabaseResource
 from gsv_pipelines.resources.vault import VaultResource
 
 TODAY = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -76,14 +76,14 @@ def world(tmp_path, postgres):
     policy.write_text(POLICY.replace("SCRATCH", str(tmp_path / "scratch")))
     resources = {
         "qdrant": QdrantResource(path=str(qdrant_path)),
-        "backup_store": BackupStoreResource(url=str(tmp_path / "backups")),
+        "artefact_store": ArtefactStoreResource(url=str(tmp_path / "backups")),
         "platform_db": DatabaseResource(url=postgres.url(database)),
         "vault": VaultResource(addr="http://127.0.0.1:9"),
         "policies": PoliciesResource(drill_policy_path=str(policy)),
     }
     yield {
         "resources": resources,
-        "store": BackupStore(str(tmp_path / "backups")),
+        "store": ArtefactStore(str(tmp_path / "backups")),
         "qdrant_path": qdrant_path,
         "database": database,
         "policy": policy,
@@ -306,11 +306,11 @@ from gsv_pipelines.lib.drills.restore import DRILL, RestoreRequest, restore
 from gsv_pipelines.lib.drills.platform_db import handler_for
 from gsv_pipelines.lib.drills.qdrant import QdrantHandler
 from gsv_pipelines.lib.drills.scratch import marker, scratch_name
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from datetime import UTC, datetime
 
 qdrant_path, store_url, db_url, database = sys.argv[1:5]
-store, run_id, now = BackupStore(store_url), "killed-run-0001", datetime.now(UTC)
+store, run_id, now = ArtefactStore(store_url), "killed-run-0001", datetime.now(UTC)
 # The database's scratch copy is restored completely...
 handler = handler_for(db_url, store)
 [backup] = manifests.list_backups(store, "platform_db", database)

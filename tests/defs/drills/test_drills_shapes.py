@@ -16,12 +16,12 @@ from gsv_pipelines.defs.backups.assets import qdrant_backup
 from gsv_pipelines.defs.backups.partitions import COLLECTIONS
 from gsv_pipelines.defs.drills.assets import dr_drill, dr_report
 from gsv_pipelines.lib.core import manifest as manifests
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills.qdrant import QdrantHandler
 from gsv_pipelines.lib.drills.scratch import PREFIX
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
-from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource, DatabaseResource
 from gsv_pipelines.resources.vault import VaultResource
 from tests.lib.backups.qdrant_corpus import corpus, differences, read_as_held
 
@@ -42,7 +42,7 @@ def world(tmp_path):
     backup_policy.write_text("defaults: {batch_size: 7}\n")
     resources = {
         "qdrant": QdrantResource(path=str(path)),
-        "backup_store": BackupStoreResource(url=str(tmp_path / "backups")),
+        "artefact_store": ArtefactStoreResource(url=str(tmp_path / "backups")),
         "platform_db": DatabaseResource(url=f"sqlite:///{tmp_path / 'unused.db'}"),
         "vault": VaultResource(addr="http://127.0.0.1:9"),
         "policies": PoliciesResource(
@@ -62,7 +62,7 @@ def world(tmp_path):
             "instance": instance,
             "resources": resources,
             "path": path,
-            "store": BackupStore(str(tmp_path / "backups")),
+            "store": ArtefactStore(str(tmp_path / "backups")),
             "tmp": tmp_path,
         }
 

@@ -10,7 +10,7 @@ from gsv_pipelines.defs.drills.assets import dr_drill, dr_report
 from gsv_pipelines.lib.core.leaks import leak_search
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.qdrant import QdrantResource
-from gsv_pipelines.resources.storage import BackupStoreResource, DatabaseResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource, DatabaseResource
 from gsv_pipelines.resources.vault import VaultResource
 from tests.lib.drills.test_vault import start_keyed_raft_server
 
@@ -34,7 +34,7 @@ def test_a_vault_drill_reads_the_sentinel_back_and_leaks_nothing(source, tmp_pat
     )
     resources = {
         "qdrant": QdrantResource(path=str(tmp_path / "qdrant")),
-        "backup_store": BackupStoreResource(url=str(tmp_path / "backups")),
+        "artefact_store": ArtefactStoreResource(url=str(tmp_path / "backups")),
         "platform_db": DatabaseResource(url=f"sqlite:///{tmp_path / 'absent.db'}"),
         "vault": VaultResource(addr=server.addr, token=server.token),
         "policies": PoliciesResource(drill_policy_path=str(policy)),

@@ -8,9 +8,9 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from gsv_pipelines.defs.scanning.deployed import deployed_images
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.scanning.deployed import deployed_key, read_frame
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 from gsv_pipelines.resources.workloads import InventoryWorkloadsResource
 from tests.services.kube_fake import FakeCoreV1Api, fake_cluster_workloads, make_pod
 
@@ -43,7 +43,10 @@ def materialize(workloads, store_url: str, day: str, **kw) -> dg.ExecuteInProces
             [deployed_images],
             partition_key=day,
             instance=instance,
-            resources={"workloads": workloads, "backup_store": BackupStoreResource(url=store_url)},
+            resources={
+                "workloads": workloads,
+                "artefact_store": ArtefactStoreResource(url=store_url),
+            },
             **kw,
         )
 
@@ -73,7 +76,7 @@ def test_the_inventory_file_gives_the_days_deployed_images(tmp_path, store_url):
         "workload_kind",
         "workload",
     ]
-    store = BackupStore(store_url)
+    store = ArtefactStore(store_url)
     frame = read_frame(store, deployed_key("2026-03-01"))
     assert sorted(zip(frame["workload"], frame["digest"], strict=True)) == [
         ("agent-registry", A),
@@ -92,7 +95,7 @@ def test_a_missing_inventory_file_means_nothing_deployed(tmp_path, store_url):
     assert metadata["rows"] == 0 and metadata["digests"] == 0
     assert metadata["source"] == f"inventory file {absent} (absent: no deployed images)"
     assert metadata["deployed"] == "No deployed images."
-    assert read_frame(BackupStore(store_url), deployed_key(TODAY)).empty
+    assert read_frame(ArtefactStore(store_url), deployed_key(TODAY)).empty
 
 
 def test_a_bad_inventory_fails_clearly_and_keeps_the_days_file(tmp_path, store_url):
@@ -100,7 +103,7 @@ def test_a_bad_inventory_fails_clearly_and_keeps_the_days_file(tmp_path, store_u
     inventory.write_text(INVENTORY)
     resource = InventoryWorkloadsResource(path=str(inventory))
     materialize(resource, store_url, TODAY)
-    before = BackupStore(store_url).hash(deployed_key(TODAY))
+    before = ArtefactStore(store_url).hash(deployed_key(TODAY))
 
     inventory.write_text(INVENTORY + "- {namespace: n, workload: w, image: 'nginx:latest'}\n")
     result = materialize(resource, store_url, TODAY, raise_on_error=False)
@@ -108,7 +111,7 @@ def test_a_bad_inventory_fails_clearly_and_keeps_the_days_file(tmp_path, store_u
     [failure] = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.to_string()
     assert f"deployed-images file {inventory}, entry 4 (n/w)" in message
-    assert BackupStore(store_url).hash(deployed_key(TODAY)) == before
+    assert ArtefactStore(store_url).hash(deployed_key(TODAY)) == before
 
 
 def test_a_past_day_is_kept_as_observed_and_today_is_replaced(tmp_path, store_url):
@@ -124,7 +127,7 @@ def test_a_past_day_is_kept_as_observed_and_today_is_replaced(tmp_path, store_ur
     assert past["source"].startswith("kept: ")
     today = metadata_of(materialize(resource, store_url, TODAY))
     assert today["rows"] == 1
-    assert len(read_frame(BackupStore(store_url), deployed_key(TODAY))) == 1
+    assert len(read_frame(ArtefactStore(store_url), deployed_key(TODAY))) == 1
 
 
 def cluster_pods() -> list:
@@ -189,7 +192,7 @@ def test_the_cluster_gives_the_days_deployed_images(store_url):
     )
     assert (metadata["rows"], metadata["digests"], metadata["rows_without_digest"]) == (3, 2, 1)
     assert metadata["workloads"] == 2
-    frame = read_frame(BackupStore(store_url), deployed_key("2026-03-02"))
+    frame = read_frame(ArtefactStore(store_url), deployed_key("2026-03-02"))
     rows = frame[["workload_kind", "workload", "digest", "pods", "note"]].to_dict("records")
     by_workload = {
         (r["workload"], r["digest"] if isinstance(r["digest"], str) else None): r for r in rows
@@ -209,4 +212,4 @@ def test_a_cluster_that_refuses_fails_the_run_clearly(store_url):
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "cannot list pods: forbidden (403)" in failure.step_failure_data.error.to_string()
-    assert not BackupStore(store_url).exists(deployed_key(TODAY))
+    assert not ArtefactStore(store_url).exists(deployed_key(TODAY))

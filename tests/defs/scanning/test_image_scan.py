@@ -28,12 +28,12 @@ from gsv_pipelines.demo.oci_image import (
 )
 from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES, Advisory, write_trivy_db
 from gsv_pipelines.lib.core import vault_kv
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.scanning import deployed
 from gsv_pipelines.lib.scanning import store as scan_store
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.registries import RegistriesResource
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 from gsv_pipelines.resources.trivy import TrivyResource
 from gsv_pipelines.resources.vault import VaultResource
 from tests.services.registry import start_registry
@@ -73,11 +73,11 @@ def env(tmp_path, trivy_bin, trivy_cache, registry):
     policy.write_text("fail_on: CRITICAL\nignore_unfixed: true\n")
     return {
         "cache": cache,
-        "store": BackupStore(str(tmp_path / "store")),
+        "store": ArtefactStore(str(tmp_path / "store")),
         "policy": policy,
         "resources": {
             "trivy": TrivyResource(binary=trivy_bin, cache_dir=str(cache), timeout_seconds=120),
-            "backup_store": BackupStoreResource(url=str(tmp_path / "store")),
+            "artefact_store": ArtefactStoreResource(url=str(tmp_path / "store")),
             "policies": PoliciesResource(scan_policy_path=str(policy)),
             "registries": RegistriesResource(path=str(registries)),
             # Never contacted: no registry here keeps its credentials in Vault.

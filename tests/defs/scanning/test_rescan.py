@@ -12,14 +12,14 @@ import pytest
 from gsv_pipelines.definitions import defs as load_defs
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.defs.scanning.rescan import build_image_rescan_sensor
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.scanning.deployed import deployed_key, read_inventory, write_frame
 from gsv_pipelines.lib.scanning.policy import load_scan_policy
 from gsv_pipelines.lib.scanning.store import write_scan
 from gsv_pipelines.lib.scanning.trivy import Trivy
 from gsv_pipelines.lib.scanning.trivy_report import parse_report
 from gsv_pipelines.resources.policies import PoliciesResource
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 from gsv_pipelines.resources.trivy import TrivyResource
 
 DATA = Path(__file__).parents[2] / "data" / "trivy"
@@ -35,9 +35,9 @@ def reference(digest: str) -> str:
 def world(tmp_path, trivy_cache):
     cache = tmp_path / "trivy-cache"
     shutil.copytree(trivy_cache, cache)
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     resources = {
-        "backup_store": BackupStoreResource(url=store.url),
+        "artefact_store": ArtefactStoreResource(url=store.url),
         "trivy": TrivyResource(cache_dir=str(cache)),
         "policies": PoliciesResource(),
     }

@@ -9,13 +9,13 @@ import dagster as dg
 import pytest
 
 from gsv_pipelines.defs.scanning.deployed import MARKDOWN_LIMIT, deployed_images, image_risk_report
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.scanning.deployed import read_frame, risk_key
 from gsv_pipelines.lib.scanning.policy import load_scan_policy
 from gsv_pipelines.lib.scanning.store import write_scan
 from gsv_pipelines.lib.scanning.trivy_report import parse_report
 from gsv_pipelines.resources.policies import PoliciesResource
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 from gsv_pipelines.resources.workloads import InventoryWorkloadsResource
 from tests.services.kube_fake import FakeCoreV1Api, fake_cluster_workloads, make_pod
 
@@ -38,7 +38,7 @@ NEW_ON_DAY_2 = {
 }
 
 
-def store_scan(store: BackupStore, digest: str, fixture: str, when: datetime, policy_sha256: str):
+def store_scan(store: ArtefactStore, digest: str, fixture: str, when: datetime, policy_sha256: str):
     raw = json.loads((DATA / f"{fixture}.json").read_text())
     write_scan(
         store,
@@ -57,10 +57,10 @@ def store_scan(store: BackupStore, digest: str, fixture: str, when: datetime, po
 def world(tmp_path):
     inventory = tmp_path / "deployed-images.yaml"
     inventory.write_text(INVENTORY)
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     resources = {
         "workloads": InventoryWorkloadsResource(path=str(inventory)),
-        "backup_store": BackupStoreResource(url=store.url),
+        "artefact_store": ArtefactStoreResource(url=store.url),
         "policies": PoliciesResource(),
     }
     return {"store": store, "resources": resources, "tmp": tmp_path, "inventory": inventory}
@@ -86,7 +86,7 @@ def table_rows(metadata: dict) -> dict[str, dict]:
     return {r.data["workload"]: r.data for r in metadata["workloads_table"].records}
 
 
-def new_findings(store: BackupStore, day: str) -> set[tuple[str, str, str]]:
+def new_findings(store: ArtefactStore, day: str) -> set[tuple[str, str, str]]:
     findings = read_frame(store, risk_key(day, "findings.parquet"))
     new = findings[findings["new"]]
     return set(zip(new["workload"], new["id"], new["package"].fillna(new["target"]), strict=True))

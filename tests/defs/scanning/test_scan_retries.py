@@ -17,10 +17,10 @@ from gsv_pipelines.defs.scanning.image_scan import (
 from gsv_pipelines.defs.scanning.jobs import image_scan_job
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.defs.scanning.sensors import build_image_push_sensor
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.scanning import store as scan_store
 from gsv_pipelines.resources.policies import PoliciesResource
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 from gsv_pipelines.resources.trivy import TrivyResource
 from gsv_pipelines.resources.vault import VaultResource
 from tests.defs.scanning.test_push_sensor import entry, push_variant, registries_file, tick
@@ -47,7 +47,7 @@ def test_a_first_scan_that_failed_is_retried_after_its_backoff_until_it_records(
     cache.mkdir()
     resources = {
         "trivy": TrivyResource(binary=trivy_bin, cache_dir=str(cache)),
-        "backup_store": BackupStoreResource(url=str(tmp_path / "store")),
+        "artefact_store": ArtefactStoreResource(url=str(tmp_path / "store")),
         "policies": PoliciesResource(),
         "registries": registries_file(tmp_path, entry("local", registry.url, f"{prefix}/*")),
         "vault": VaultResource(addr="http://127.0.0.1:9"),
@@ -90,7 +90,7 @@ def test_a_first_scan_that_failed_is_retried_after_its_backoff_until_it_records(
         # The cause is gone (the DB is there now): the retry scans and records.
         shutil.copytree(trivy_cache / "db", cache / "db")
         assert _scan(job, instance, retry).success
-        assert scan_store.latest_scan(BackupStore(str(tmp_path / "store")), digest) is not None
+        assert scan_store.latest_scan(ArtefactStore(str(tmp_path / "store")), digest) is not None
         done = tick(eager, instance, resources, first.cursor)
         assert not done.run_requests
 
@@ -158,7 +158,7 @@ def test_a_scan_launched_by_hand_for_an_artifact_is_refused(
     store = tmp_path / "store"
     resources = {
         "trivy": TrivyResource(binary=trivy_bin, cache_dir=str(trivy_cache)),
-        "backup_store": BackupStoreResource(url=str(store)),
+        "artefact_store": ArtefactStoreResource(url=str(store)),
         "policies": PoliciesResource(),
         "registries": registries_file(tmp_path, entry("local", registry.url, repository)),
         "vault": VaultResource(addr="http://127.0.0.1:9"),
@@ -182,4 +182,4 @@ def test_a_scan_launched_by_hand_for_an_artifact_is_refused(
     assert not result.success
     [failure] = result.get_step_failure_events()
     assert "is not an image but a Trivy DB" in failure.step_failure_data.error.message
-    assert scan_store.latest_scan(BackupStore(str(store)), digest) is None
+    assert scan_store.latest_scan(ArtefactStore(str(store)), digest) is None

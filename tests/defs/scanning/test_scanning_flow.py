@@ -26,11 +26,11 @@ from gsv_pipelines.demo.oci_image import (
     build_alpine_image,
 )
 from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES, Advisory, write_trivy_db
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.scanning import store as scan_store
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.registries import RegistriesResource
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 from gsv_pipelines.resources.trivy import TrivyResource
 from gsv_pipelines.resources.vault import VaultResource
 from tests.defs.scanning.test_push_sensor import retag
@@ -73,7 +73,7 @@ def test_push_tick_scan_gate_ignore_expiry_retag_and_new_db(
     policy.write_text("fail_on: CRITICAL\n")
     resources = {
         "trivy": TrivyResource(binary=trivy_bin, cache_dir=str(cache)),
-        "backup_store": BackupStoreResource(url=str(tmp_path / "store")),
+        "artefact_store": ArtefactStoreResource(url=str(tmp_path / "store")),
         "policies": PoliciesResource(scan_policy_path=str(policy)),
         "registries": RegistriesResource(path=str(registries)),
         "vault": VaultResource(addr="http://127.0.0.1:9"),
@@ -86,7 +86,7 @@ def test_push_tick_scan_gate_ignore_expiry_retag_and_new_db(
     )
     job = defs.resolve_job_def("image_scan_job")
     sensor = build_image_push_sensor()
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
 
     with dg.instance_for_test() as instance:
         registry.push(layout, repository, "1.0")

@@ -14,7 +14,7 @@ from gsv_pipelines.lib.alerts.deliver import Channel, Notifier, dead_letters, re
 from gsv_pipelines.lib.alerts.messages import FIRING, Alert
 from gsv_pipelines.lib.alerts.policy import load_alerts_policy
 from gsv_pipelines.lib.core.leaks import leak_search
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from tests.services.receiver import Receiver
 
 SECRET = "whsec-test-4f1d9a"
@@ -55,7 +55,7 @@ def policy(tmp_path):
 
 @pytest.fixture
 def store(tmp_path):
-    return BackupStore(str(tmp_path / "store"))
+    return ArtefactStore(str(tmp_path / "store"))
 
 
 def channels(receiver, only=("slack", "teams", "webhook")) -> dict[str, Channel]:

@@ -2,7 +2,7 @@
 out-of-order and repeated observations change nothing; the state outlives the process."""
 
 from gsv_pipelines.lib.alerts.incidents import Incidents, Observation, incident_id
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 
 SUBJECT = {"kind": "check", "asset": "backups/qdrant_backup", "check": "backup_fresh",
            "partition": "2026-05-01|agent_memory_support_bot"}  # fmt: skip
@@ -25,7 +25,7 @@ def seen(failed: bool, at: float, **overrides) -> Observation:
 
 
 def test_one_message_when_it_opens_none_while_it_lasts_one_when_it_clears(tmp_path):
-    incidents, sent = Incidents(BackupStore(str(tmp_path))), []
+    incidents, sent = Incidents(ArtefactStore(str(tmp_path))), []
     first = incidents.observe(seen(True, 1000.0), sent.append)
     assert first.status == "firing" and first.title == (
         "backup_fresh failed: backups/qdrant_backup [2026-05-01|agent_memory_support_bot]"
@@ -49,13 +49,13 @@ def test_one_message_when_it_opens_none_while_it_lasts_one_when_it_clears(tmp_pa
 
 
 def test_passing_subjects_that_never_failed_write_nothing(tmp_path):
-    store = BackupStore(str(tmp_path))
+    store = ArtefactStore(str(tmp_path))
     assert Incidents(store).observe(seen(False, 1.0), [].append) is None
     assert Incidents(store).all() == []
 
 
 def test_an_observation_older_than_the_last_applied_changes_nothing(tmp_path):
-    incidents, sent = Incidents(BackupStore(str(tmp_path))), []
+    incidents, sent = Incidents(ArtefactStore(str(tmp_path))), []
     incidents.observe(seen(True, 100.0), sent.append)
     incidents.observe(seen(False, 200.0), sent.append)
     # The failure of an earlier run, read late (another feed, a replayed tick): still resolved.
@@ -67,16 +67,16 @@ def test_an_observation_older_than_the_last_applied_changes_nothing(tmp_path):
 
 def test_the_state_outlives_the_object_that_wrote_it(tmp_path):
     sent = []
-    Incidents(BackupStore(str(tmp_path))).observe(seen(True, 1.0), sent.append)
+    Incidents(ArtefactStore(str(tmp_path))).observe(seen(True, 1.0), sent.append)
     # A new process: a new store client over the same folder.
-    later = Incidents(BackupStore(str(tmp_path)))
+    later = Incidents(ArtefactStore(str(tmp_path)))
     assert later.observe(seen(True, 2.0), sent.append) is None
     assert later.observe(seen(False, 3.0), sent.append).status == "resolved"
     assert [a.status for a in sent] == ["firing", "resolved"]
 
 
 def test_partitions_are_separate_incidents(tmp_path):
-    incidents, sent = Incidents(BackupStore(str(tmp_path))), []
+    incidents, sent = Incidents(ArtefactStore(str(tmp_path))), []
     other = {**SUBJECT, "partition": "2026-05-01|agent_memory_sales_assistant"}
     incidents.observe(seen(True, 1.0), sent.append)
     incidents.observe(seen(True, 2.0, subject=other), sent.append)

@@ -15,7 +15,7 @@ from gsv_pipelines.lib.alerts.incidents import Incidents, Observation
 from gsv_pipelines.lib.alerts.metrics import PipelineCollector, Sources
 from gsv_pipelines.lib.backups import make as backups
 from gsv_pipelines.lib.backups.policy import load_backup_policy
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills.restore import Evidence
 from gsv_pipelines.lib.drills.run import DrillRecord, save_record
 from gsv_pipelines.lib.rotation.policy import load_rotation_policy
@@ -53,7 +53,7 @@ def _frame(spec: usage_tables.Table, rows: list[dict]) -> pd.DataFrame:
 
 @pytest.fixture
 def sources(tmp_path) -> Sources:
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     database = tmp_path / "platform.db"
     with sqlite3.connect(database) as connection:
         connection.execute("create table tenants (id integer primary key)")

@@ -4,12 +4,12 @@ from gsv_pipelines.lib.backups.make import apply_retention
 from gsv_pipelines.lib.backups.policy import TargetPolicy
 from gsv_pipelines.lib.backups.retention import RetentionPolicy
 from gsv_pipelines.lib.core import manifest as manifests
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
 
-def _history(store: BackupStore, days: int) -> list[str]:
+def _history(store: ArtefactStore, days: int) -> list[str]:
     ids = []
     for age in range(days):
         when = NOW - timedelta(days=age, hours=10)
@@ -34,7 +34,7 @@ def _history(store: BackupStore, days: int) -> list[str]:
 
 
 def test_retention_deletes_from_the_store_exactly_what_the_plan_says(tmp_path):
-    store = BackupStore(str(tmp_path))
+    store = ArtefactStore(str(tmp_path))
     ids = _history(store, 60)  # newest first
     policy = TargetPolicy(
         retention=RetentionPolicy(keep_last=2, keep_daily=5, keep_weekly=0, keep_monthly=0)
@@ -47,7 +47,7 @@ def test_retention_deletes_from_the_store_exactly_what_the_plan_says(tmp_path):
 
 
 def test_the_newest_backup_survives_a_policy_that_keeps_nothing(tmp_path):
-    store = BackupStore(str(tmp_path))
+    store = ArtefactStore(str(tmp_path))
     ids = _history(store, 3)
     nothing = TargetPolicy(
         retention=RetentionPolicy(

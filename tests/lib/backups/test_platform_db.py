@@ -15,7 +15,7 @@ from gsv_pipelines.lib.backups.platform_db import (
     restore_sqlite,
     table_stats,
 )
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 
 PASSWORD = "S3cr3t-pw"
 
@@ -79,13 +79,13 @@ def platform_db(postgres) -> str:
 
 
 @pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path) -> BackupStore:
+def store(request, tmp_path) -> ArtefactStore:
     if request.param == "local":
-        return BackupStore(str(tmp_path / "store"))
+        return ArtefactStore(str(tmp_path / "store"))
     options = request.getfixturevalue("s3").storage_options()
     bucket = f"backups-{uuid.uuid4().hex[:8]}"
     fsspec.filesystem("s3", **options).mkdir(bucket)
-    return BackupStore(f"s3://{bucket}/prefix", options)
+    return ArtefactStore(f"s3://{bucket}/prefix", options)
 
 
 def test_a_pg_dump_restores_to_the_same_table_stats(postgres, platform_db, store):
@@ -141,7 +141,7 @@ def test_table_stats_see_added_and_removed_rows_and_null_versus_empty(postgres, 
 def test_restoring_into_a_database_that_is_not_empty_fails_and_changes_nothing(
     postgres, platform_db, tmp_path
 ):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     stored = backup_postgres(postgres.url(platform_db), store, "dump.pgc")
     before = table_stats(postgres.url(platform_db))
 
@@ -153,7 +153,7 @@ def test_restoring_into_a_database_that_is_not_empty_fails_and_changes_nothing(
 def test_a_failed_pg_dump_reports_stderr_without_the_password_and_leaves_no_file(
     postgres, tmp_path
 ):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     url = f"postgresql+psycopg2://gsv:{PASSWORD}@127.0.0.1:{postgres.port}/nope"
 
     with pytest.raises(PlatformDbBackupError) as failure:
@@ -172,7 +172,7 @@ def test_the_password_travels_in_the_environment_and_is_scrubbed_from_stderr(tmp
         '#!/bin/sh\necho "argv: $* password: $PGPASSWORD db: $PGDATABASE" >&2\nexit 3\n'
     )
     stand_in.chmod(0o755)
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     url = f"postgresql://gsv:{PASSWORD}@db.internal:5433/platform"
 
     with pytest.raises(PlatformDbBackupError) as failure:
@@ -186,7 +186,7 @@ def test_the_password_travels_in_the_environment_and_is_scrubbed_from_stderr(tmp
 
 
 def test_a_missing_pg_dump_binary_is_a_backup_error(tmp_path):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     url = f"postgresql://gsv:{PASSWORD}@127.0.0.1/platform"
 
     with pytest.raises(PlatformDbBackupError, match="cannot run") as failure:
@@ -205,7 +205,7 @@ def make_sqlite(path) -> None:
 def test_a_sqlite_backup_restores_to_the_same_table_stats(tmp_path):
     source = tmp_path / "platform.db"
     make_sqlite(source)
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     before = table_stats(f"sqlite:///{source}")
     assert before["usage_events"]["rows"] == 3
 
@@ -230,7 +230,7 @@ def test_a_sqlite_backup_restores_to_the_same_table_stats(tmp_path):
 
 def test_a_missing_sqlite_file_is_a_clear_error_and_is_not_created(tmp_path):
     missing = tmp_path / "absent.db"
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
 
     with pytest.raises(PlatformDbBackupError, match=r"absent\.db does not exist"):
         backup_sqlite(missing, store, "platform.db")
@@ -244,7 +244,7 @@ def test_a_missing_sqlite_file_is_a_clear_error_and_is_not_created(tmp_path):
 
 
 def test_a_file_that_is_not_sqlite_is_not_restored(tmp_path):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     store.write_stream("platform.db", [b"not a database" * 100])
 
     with pytest.raises(PlatformDbRestoreError, match="not a usable SQLite database"):

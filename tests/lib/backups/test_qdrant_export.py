@@ -15,7 +15,7 @@ from gsv_pipelines.lib.backups.qdrant_export import (
     export_collection,
     restore_collection,
 )
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from tests.lib.backups.qdrant_corpus import corpus, differences, exact, random_spec, read_as_held
 
 
@@ -26,16 +26,16 @@ def qdrant(tmp_path):
     client.close()
 
 
-def _store(where: str, tmp_path, request) -> BackupStore:
+def _store(where: str, tmp_path, request) -> ArtefactStore:
     if where == "s3":
         s3 = request.getfixturevalue("s3")
-        store = BackupStore(f"s3://export-{uuid.uuid4().hex[:8]}/gsv", s3.storage_options())
+        store = ArtefactStore(f"s3://export-{uuid.uuid4().hex[:8]}/gsv", s3.storage_options())
         store.fs.mkdir(store.root.split("/")[0])
         return store
-    return BackupStore(str(tmp_path / "store"))
+    return ArtefactStore(str(tmp_path / "store"))
 
 
-def _round_trip(client: QdrantClient, path: str, store: BackupStore, specs) -> dict:
+def _round_trip(client: QdrantClient, path: str, store: ArtefactStore, specs) -> dict:
     """Create, export (batches of 7) and restore (batches of 5) each spec in the client that
     wrote them, as a backup right after an upsert does; then compare, with the client closed,
     what the folder holds of each source and its copy."""
@@ -72,11 +72,11 @@ def test_random_shapes_round_trip_bit_for_bit(tmp_path, seed):
     rng = random.Random(seed)
     specs = [random_spec(rng, f"random_{n}") for n in range(6)]
     path = str(tmp_path / "qdrant")
-    found = _round_trip(QdrantClient(path=path), path, BackupStore(str(tmp_path / "s")), specs)
+    found = _round_trip(QdrantClient(path=path), path, ArtefactStore(str(tmp_path / "s")), specs)
     assert found == {spec.name: [] for spec in specs}
 
 
-def _rows_as_held(store: BackupStore, key: str) -> dict:
+def _rows_as_held(store: ArtefactStore, key: str) -> dict:
     """The export's rows in read_as_held's terms, read with pyarrow alone."""
     with store.open(key) as f:
         rows = pq.ParquetFile(f).read().to_pylist()
@@ -105,7 +105,7 @@ def test_the_export_holds_what_the_folder_holds_even_after_queries(tmp_path):
     backup must hold the folder's values, whatever the process did before it."""
     path = str(tmp_path / "qdrant")
     client = QdrantClient(path=path)
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     specs = corpus(2)
     for spec in specs:
         spec.create(client)
@@ -132,7 +132,7 @@ def test_cosine_vectors_are_exported_as_given_not_as_normalized(tmp_path):
     )
     client.upsert("c", [models.PointStruct(id=1, vector=[0.1, 0.2, 0.3000000001])])
     assert client.retrieve("c", [1], with_vectors=True)[0].vector != [0.1, 0.2, 0.3000000001]
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     export_collection(client, "c", store, "q/c")
     client.close()
     with store.open(f"q/c/{POINTS_FILE}") as f:
@@ -146,7 +146,7 @@ def test_through_the_api_ids_come_in_pages_and_points_in_row_groups(tmp_path, id
     client = QdrantClient(":memory:")
     spec = corpus(3, count=2500)[0]
     spec.create(client)
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     with mock.patch.object(qdrant_held, "_id_pages", wraps=qdrant_held._id_pages) as pages:
         qdrant_held_batches = list(qdrant_held.batches(client, spec.name, 1000, id_page=id_page))
         assert pages.call_args.args[2] == id_page
@@ -162,7 +162,7 @@ def test_through_the_api_ids_come_in_pages_and_points_in_row_groups(tmp_path, id
 
 
 def test_restore_refuses_an_existing_target(qdrant, tmp_path):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     for spec in corpus(1)[:2]:
         spec.create(qdrant)
     export_collection(qdrant, "dense_cosine_1", store, "q/plain/1")
@@ -172,7 +172,7 @@ def test_restore_refuses_an_existing_target(qdrant, tmp_path):
 
 def test_missing_collection_is_a_clear_error(qdrant, tmp_path):
     with pytest.raises(ExportError, match="collection 'nope' does not exist"):
-        export_collection(qdrant, "nope", BackupStore(str(tmp_path)), "q/nope/1")
+        export_collection(qdrant, "nope", ArtefactStore(str(tmp_path)), "q/nope/1")
 
 
 class RecordingClient:

@@ -14,7 +14,7 @@ from gsv_pipelines.lib.backups.qdrant_snapshot import (
     upload_snapshot,
 )
 from gsv_pipelines.lib.core.processes import free_port
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from tests.services.qdrant_fake import FakeQdrantSnapshotServer, snapshot_chunks
 
 API_KEY = "gsv-test-qdrant-key-5b7e2f"
@@ -23,8 +23,8 @@ SNAPSHOT_CALL = r"/collections/agents/snapshots/[^/]+"
 
 
 @pytest.fixture
-def store(tmp_path) -> BackupStore:
-    return BackupStore(str(tmp_path / "store"))
+def store(tmp_path) -> ArtefactStore:
+    return ArtefactStore(str(tmp_path / "store"))
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def fake():
         yield server
 
 
-def _snapshot(store: BackupStore, *urls: str, **kwargs):
+def _snapshot(store: ArtefactStore, *urls: str, **kwargs):
     kwargs.setdefault("api_key", API_KEY)
     kwargs.setdefault("poll_seconds", 0.02)
     return snapshot_collection("agents", store, FOLDER, node_urls=list(urls), **kwargs)

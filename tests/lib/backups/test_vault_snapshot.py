@@ -10,13 +10,13 @@ from gsv_pipelines.lib.backups.vault_snapshot import (
     check_archive,
     take_snapshot,
 )
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 
 
 def test_a_raft_snapshot_is_streamed_and_checks_out(openbao_raft, tmp_path):
     client = hvac.Client(url=openbao_raft.addr, token=openbao_raft.token)
     client.secrets.kv.v2.create_or_update_secret(path="sentinel", secret={"v": "1"})
-    store = BackupStore(str(tmp_path))
+    store = ArtefactStore(str(tmp_path))
     stored = take_snapshot(client, store, "vault/raft.snap")
     assert stored.size > 1000 and store.hash(stored.key) == stored
     meta = check_archive(store, stored.key)
@@ -25,7 +25,7 @@ def test_a_raft_snapshot_is_streamed_and_checks_out(openbao_raft, tmp_path):
 
 def test_a_member_that_does_not_match_its_sums_fails(openbao_raft, tmp_path):
     client = hvac.Client(url=openbao_raft.addr, token=openbao_raft.token)
-    store = BackupStore(str(tmp_path))
+    store = ArtefactStore(str(tmp_path))
     stored = take_snapshot(client, store, "raft.snap")
     # Rebuild the archive with one byte of state.bin changed and the sums left as they were.
     with store.open(stored.key) as raw, tarfile.open(fileobj=raw, mode="r:gz") as original:
@@ -46,7 +46,7 @@ def test_a_member_that_does_not_match_its_sums_fails(openbao_raft, tmp_path):
 
 def test_a_dev_server_without_raft_is_a_clear_error(openbao, tmp_path):
     client = hvac.Client(url=openbao.addr, token=openbao.token)
-    store = BackupStore(str(tmp_path))
+    store = ArtefactStore(str(tmp_path))
     with pytest.raises(VaultSnapshotError, match="Vault refused a raft snapshot"):
         take_snapshot(client, store, "raft.snap")
     assert not store.exists("raft.snap")

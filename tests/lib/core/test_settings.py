@@ -14,7 +14,7 @@ def test_defaults_live_under_the_data_dir(tmp_path):
     assert settings.env == "local" and not settings.is_prod
     assert settings.qdrant_url is None
     assert settings.qdrant_path == tmp_path / "qdrant"
-    assert settings.backup_url == str(tmp_path / "backups")
+    assert settings.store_url == str(tmp_path / "backups")
     assert settings.platform_db_url == f"sqlite:///{tmp_path / 'platform.db'}"
     assert settings.warehouse_url == f"sqlite:///{tmp_path / 'warehouse.db'}"
     assert settings.trivy_cache_dir == tmp_path / "trivy-cache"
@@ -56,7 +56,7 @@ def test_every_contract_variable_is_read(tmp_path):
     assert settings.scan_concurrency == 8
     assert settings.qdrant_url == "https://qdrant.example:6333"
     assert settings.qdrant_path == tmp_path / "q"
-    assert settings.backup_url == "s3://backups/gsv"
+    assert settings.store_url == "s3://backups/gsv"
     assert settings.vault_addr == "https://vault.example:8200"
     assert settings.vault_k8s_role == "gsv-pipelines"
     assert settings.platform_db_url.endswith("/platform")
@@ -122,3 +122,10 @@ def test_the_definitions_partitions_start_where_the_settings_say(tmp_path):
 def test_scan_concurrency_must_be_a_whole_number_of_at_least_one(value):
     with pytest.raises(SettingsError, match=f"GSV_SCAN_CONCURRENCY must be .*not '{value}'"):
         load_settings({"GSV_SCAN_CONCURRENCY": value})
+
+
+def test_the_artefact_store_is_gsv_store_url_or_the_contract_s_gsv_backup_url(tmp_path):
+    assert load_settings({"GSV_DATA_DIR": str(tmp_path)}).store_url == str(tmp_path / "backups")
+    assert load_settings({"GSV_BACKUP_URL": "s3://old/prefix"}).store_url == "s3://old/prefix"
+    both = {"GSV_BACKUP_URL": "s3://old/prefix", "GSV_STORE_URL": "s3://new/prefix"}
+    assert load_settings(both).store_url == "s3://new/prefix"

@@ -11,7 +11,7 @@ from gsv_pipelines.lib.backups.make import backup_platform_database
 from gsv_pipelines.lib.backups.platform_db import table_stats
 from gsv_pipelines.lib.backups.policy import TargetPolicy
 from gsv_pipelines.lib.core import manifest as manifests
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills.platform_db import PostgresHandler, SqliteHandler, handler_for
 from gsv_pipelines.lib.drills.restore import (
     DRILL,
@@ -48,14 +48,14 @@ def _databases(postgres, prefix: str = PREFIX) -> list[str]:
     return sorted(r[0] for r in rows)
 
 
-def _backup(url: str, store: BackupStore):
+def _backup(url: str, store: ArtefactStore):
     return backup_platform_database(url, store, TargetPolicy()).manifest
 
 
 def test_a_postgres_drill_passes_with_exact_counts_and_drops_its_database(
     postgres, database, tmp_path
 ):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     url = postgres.url(database)
     manifest = _backup(url, store)
     handler = handler_for(url, store)
@@ -80,7 +80,7 @@ def test_a_postgres_drill_passes_with_exact_counts_and_drops_its_database(
 def test_a_changed_table_fails_its_checksum_and_a_missing_one_the_table_check(
     postgres, database, tmp_path
 ):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     manifest = _backup(postgres.url(database), store)
     # The manifest says what the source held; a copy that differs must fail.
     manifest.details["tables"]["usage_events"]["sha256"] = "0" * 64
@@ -100,7 +100,7 @@ def test_a_changed_table_fails_its_checksum_and_a_missing_one_the_table_check(
 
 
 def test_a_restore_over_a_populated_database_keeps_a_safety_backup(postgres, database, tmp_path):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     url = postgres.url(database)
     backed_up = table_stats(url)
     manifest = _backup(url, store)
@@ -141,7 +141,7 @@ def test_a_restore_over_a_populated_database_keeps_a_safety_backup(postgres, dat
 
 
 def test_leftover_databases_are_removed_only_when_marked(postgres, tmp_path):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     now = datetime.now(UTC)
     mark = marker("killed-run", "drill", "platform_db", "platform", now)
     handler = PostgresHandler(postgres.url("postgres"), store)
@@ -169,7 +169,7 @@ def _sqlite(path) -> str:
 
 
 def test_a_sqlite_drill_passes_and_silent_corruption_of_the_file_fails_it(tmp_path):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     url = _sqlite(tmp_path / "platform.db")
     manifest = _backup(url, store)
     handler = handler_for(url, store, scratch_dir=tmp_path / "scratch")
@@ -202,7 +202,7 @@ def test_a_sqlite_drill_passes_and_silent_corruption_of_the_file_fails_it(tmp_pa
 
 
 def test_a_sqlite_drill_refuses_to_restore_into_the_source(tmp_path):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     source = tmp_path / "platform.db"
     url = _sqlite(source)
     _backup(url, store)
@@ -227,7 +227,7 @@ def test_tables_with_unhashable_types_are_digested_from_their_text(postgres, tmp
         "timestamptz '2026-01-01 00:00+00' + g * interval '1 minute' "
         "FROM generate_series(1, 40) g;",
     )
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     url = postgres.url(name)
     manifest = _backup(url, store)
     assert manifest.details["tables"]["events"]["algorithm"] == "pg-rowtext-hash128"

@@ -20,7 +20,7 @@ from gsv_pipelines.lib.backups import probes as restore_probes
 from gsv_pipelines.lib.backups.make import backup_qdrant_collection
 from gsv_pipelines.lib.backups.policy import TargetPolicy
 from gsv_pipelines.lib.core import manifest as manifests
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills.qdrant import QdrantHandler
 from gsv_pipelines.lib.drills.restore import DRILL, DRY_RUN, RESTORE, RestoreRequest, restore
 from gsv_pipelines.lib.drills.scratch import PREFIX
@@ -67,8 +67,8 @@ def client(tmp_path):
 
 
 @pytest.fixture
-def store(tmp_path) -> BackupStore:
-    return BackupStore(str(tmp_path / "store"))
+def store(tmp_path) -> ArtefactStore:
+    return ArtefactStore(str(tmp_path / "store"))
 
 
 def _backup(client, store, collection="memory"):
@@ -161,7 +161,7 @@ def test_a_corrupted_backup_fails_at_its_checksum_and_restores_nothing(client, s
     assert evidence.destination is None and _scratch(client) == []
 
 
-def _rewrite_points(store: BackupStore, manifest, change) -> None:
+def _rewrite_points(store: ArtefactStore, manifest, change) -> None:
     """Alter the backup's data, then recompute its checksum: silent corruption."""
     key = posixpath.join(manifest.folder, "points.parquet")
     with store.open(key) as f:
@@ -412,7 +412,7 @@ def _drill_corpus(tmp_path, specs, **options):
     """Back up every spec from the client that wrote it, drill it (restore into a scratch copy,
     verify, drop), and compare each copy with its source as the folders hold them."""
     path, kept = tmp_path / "qdrant", tmp_path / "kept"
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     client = QdrantClient(path=str(path))
     evidence = {}
     for spec in specs:
@@ -517,7 +517,7 @@ class FaultyHandler(QdrantHandler):
 @pytest.mark.parametrize("fault", [*FAULTS, "payload 1 as 1.0"])
 def test_a_copy_that_differs_in_any_value_fails_verification(tmp_path, fault):
     client = QdrantClient(path=str(tmp_path / "qdrant"))
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     [spec] = [s for s in corpus(6, count=40) if s.name == "mixed"]
     for point in spec.points:
         point.vector.setdefault("colbert", [[1.0] * 5, [0.5] * 5])
@@ -619,7 +619,7 @@ def _server_points(client: QdrantClient, name: str) -> dict:
 )
 def test_real_server_every_shape_exports_restores_and_verifies(tmp_path):
     client = QdrantClient(url=REAL_QDRANT_URL, api_key=REAL_QDRANT_API_KEY, timeout=120)
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     prefix = f"gsv_shapes_{uuid.uuid4().hex[:6]}_"
     specs = corpus(41)
     handler = QdrantHandler(client, store, server_url=REAL_QDRANT_URL, api_key=REAL_QDRANT_API_KEY)

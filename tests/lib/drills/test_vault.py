@@ -14,7 +14,7 @@ from gsv_pipelines.lib.backups.make import backup_vault
 from gsv_pipelines.lib.backups.policy import TargetPolicy
 from gsv_pipelines.lib.core import manifest as manifests
 from gsv_pipelines.lib.core.openbao import LocalServer, start_raft_server
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.drills.restore import DRILL, RestoreRequest, remove_leftovers, restore
 from gsv_pipelines.lib.drills.scratch import PREFIX, marker
 from gsv_pipelines.lib.drills.vault import VaultHandler
@@ -57,7 +57,7 @@ def _handler(server, store, scratch, keys=()):
 
 def test_a_snapshot_restores_into_a_scratch_openbao_holding_the_sentinel(source, tmp_path):
     server, keys = source
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     client = hvac.Client(url=server.addr, token=server.token)
     manifest = backup_vault(client, store, TargetPolicy()).manifest
     sentinel = manifest.details["sentinel"]
@@ -87,7 +87,7 @@ def test_a_snapshot_restores_into_a_scratch_openbao_holding_the_sentinel(source,
 
 def test_without_the_source_keys_the_copy_stays_sealed_and_the_drill_fails(source, tmp_path):
     server, _ = source
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     backup_vault(hvac.Client(url=server.addr, token=server.token), store, TargetPolicy())
     evidence = restore(
         _handler(server, store, tmp_path / "scratch"),
@@ -103,7 +103,7 @@ def test_without_the_source_keys_the_copy_stays_sealed_and_the_drill_fails(sourc
 
 def test_a_sentinel_that_differs_fails_the_drill(source, tmp_path):
     server, keys = source
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     manifest = backup_vault(
         hvac.Client(url=server.addr, token=server.token), store, TargetPolicy()
     ).manifest
@@ -122,7 +122,7 @@ def test_a_sentinel_that_differs_fails_the_drill(source, tmp_path):
 
 def test_a_scratch_openbao_left_running_by_a_killed_drill_is_stopped_and_removed(source, tmp_path):
     server, _ = source
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     manifest = backup_vault(
         hvac.Client(url=server.addr, token=server.token), store, TargetPolicy()
     ).manifest

@@ -9,7 +9,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError
 
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.scanning.deployed import (
     DEPLOYED_COLUMNS,
     DeployedImagesError,
@@ -419,7 +419,7 @@ def test_a_missing_inventory_file_is_an_error_here(tmp_path):
 
 
 def test_frames_are_stored_whole_and_the_newest_day_is_found(tmp_path):
-    store = BackupStore(str(tmp_path / "store"))
+    store = ArtefactStore(str(tmp_path / "store"))
     assert newest_deployed_key(store) is None
     frame = frame_of(deployment_pods())
     for day in ("2026-03-02", "2026-03-10", "2026-03-09"):

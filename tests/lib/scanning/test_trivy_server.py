@@ -20,14 +20,14 @@ from gsv_pipelines.defs.scanning.image_scan import image_scan
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.demo.oci_image import PLANTED_SECRET_FILES, build_alpine_image
 from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES, Advisory, write_trivy_db
-from gsv_pipelines.lib.core.store import BackupStore
+from gsv_pipelines.lib.core.store import ArtefactStore
 from gsv_pipelines.lib.scanning import store as scan_store
 from gsv_pipelines.lib.scanning.trivy import Trivy, TrivyError
 from gsv_pipelines.lib.scanning.trivy_cache import TrivyCache
 from gsv_pipelines.lib.scanning.trivy_server import start_local
 from gsv_pipelines.resources.policies import PoliciesResource
 from gsv_pipelines.resources.registries import RegistriesResource
-from gsv_pipelines.resources.storage import BackupStoreResource
+from gsv_pipelines.resources.storage import ArtefactStoreResource
 from gsv_pipelines.resources.trivy import TrivyResource
 from gsv_pipelines.resources.vault import VaultResource
 from tests.services.flaky_proxy import FlakyProxy
@@ -287,7 +287,7 @@ def test_a_server_that_dies_mid_scan_fails_the_scan_clearly_and_records_nothing(
             server_token=server.token,
             timeout_seconds=120,
         ),
-        "backup_store": BackupStoreResource(url=str(store)),
+        "artefact_store": ArtefactStoreResource(url=str(store)),
         "policies": PoliciesResource(),
         "registries": RegistriesResource(),
         "vault": VaultResource(addr="http://127.0.0.1:9"),
@@ -329,5 +329,5 @@ def test_a_server_that_dies_mid_scan_fails_the_scan_clearly_and_records_nothing(
     assert message.startswith(f"scan of {reference} failed, nothing was recorded:")
     assert f"client of the Trivy server at {server_side.url}) exited with code 1" in message
     assert server.token not in message
-    assert scan_store.latest_scan(BackupStore(str(store)), digest) is None
+    assert scan_store.latest_scan(ArtefactStore(str(store)), digest) is None
     assert not list(store.rglob("scan.json"))
