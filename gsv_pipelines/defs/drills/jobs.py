@@ -2,7 +2,7 @@
 
 It runs the restore path every DR drill rehearses (gsv_pipelines/lib/drills/restore.py): verify the
 backup's checksums, take a safety backup of the destination, replace it, restore, verify as the
-drill does, and keep the same evidence. The README's "Disaster recovery" section is its runbook.
+drill does, and keep the same evidence. docs/drills.md, "Disaster recovery", is its runbook.
 """
 
 import contextlib
@@ -184,7 +184,7 @@ def restore_op(
 @dg.job(
     name="restore_job",
     tags={"gsv/domain": "drills"},
-    description="The real restore (README, Disaster recovery): run config names the target, the "
+    description="The real restore (docs/drills.md, Disaster recovery): run config names the target, the "
     "backup (newest by default, or an id, or a point in time) and the destination. Refuses "
     "without `confirm`; `dry_run` only verifies. Safety backup first, then restore and verify.",
 )

@@ -87,7 +87,7 @@ class VaultHandler:
         if self.is_source(name, name):
             raise RestoreError(
                 "restore_job does not overwrite the live Vault: restore its raft snapshot by "
-                "hand (README, Disaster recovery); a dry run proves the snapshot restorable"
+                "hand (docs/drills.md, Disaster recovery); a dry run proves the snapshot restorable"
             )
         folder = self._folder(name)
         folder.mkdir(parents=True)
@@ -154,7 +154,7 @@ class VaultHandler:
         if self.is_source(name, name):
             raise RestoreError(
                 "restore_job does not replace the live Vault: restore its raft snapshot by hand "
-                "(README, Disaster recovery); the safety snapshot just taken stays in the store"
+                "(docs/drills.md, Disaster recovery); the safety snapshot just taken stays in the store"
             )
         server = self._servers.pop(name, None)
         folder = self._folder(name)

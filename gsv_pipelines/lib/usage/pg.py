@@ -3,7 +3,7 @@ parallel scan, numpy folds them into the aggregates as they stream, and the few 
 do not count as they are (extra deliveries of an event, invalid ones) are read back by ctid and
 settled exactly.
 
-Why (9.5M deliveries, 2 cores; README, "Usage analytics"): each hash aggregate costs PostgreSQL
+Why (9.5M deliveries, 2 cores; docs/usage.md): each hash aggregate costs PostgreSQL
 100-300 ns a delivery, so the three this needs (per tenant, agent and status; per agent and
 latency bucket; every (source, event_id) for the duplicates) took 4.4 s on three connections
 (7.9 s of CPU); deduplicating in SQL alone takes 5.8 s (parallel hash anti-join) to 7.7 s

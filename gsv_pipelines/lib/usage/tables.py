@@ -1,5 +1,5 @@
 """The warehouse tables of the `usage` group: one declaration per table, used for the DDL, the
-DataFrame validation (pandera), the `dagster/column_schema` metadata and the README.
+DataFrame validation (pandera), the `dagster/column_schema` metadata and docs/usage.md.
 
 Every table has a `day` column (the daily partition) first in its primary key: a partition is
 overwritten by deleting its day and inserting the new rows, in one transaction.
