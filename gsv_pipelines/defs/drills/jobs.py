@@ -184,8 +184,9 @@ def restore_op(
 @dg.job(
     name="restore_job",
     tags={"gsv/domain": "drills"},
-    description="The real restore (docs/drills.md, Disaster recovery): run config names the target, the "
-    "backup (newest by default, or an id, or a point in time) and the destination. Refuses "
+    description="The real restore (docs/drills.md, Disaster recovery): run config names the "
+    "target, the backup (newest by default, or an id, or a point in time) and the destination. "
+    "Refuses "
     "without `confirm`; `dry_run` only verifies. Safety backup first, then restore and verify.",
 )
 def restore_job():

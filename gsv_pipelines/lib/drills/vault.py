@@ -154,7 +154,8 @@ class VaultHandler:
         if self.is_source(name, name):
             raise RestoreError(
                 "restore_job does not replace the live Vault: restore its raft snapshot by hand "
-                "(docs/drills.md, Disaster recovery); the safety snapshot just taken stays in the store"
+                "(docs/drills.md, Disaster recovery); the safety snapshot just taken stays in the "
+                "store"
             )
         server = self._servers.pop(name, None)
         folder = self._folder(name)
