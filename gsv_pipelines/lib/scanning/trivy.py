@@ -126,12 +126,19 @@ class Trivy:
 
     def await_server_db(self, updated_at: str, timeout_seconds: float) -> dict[str, Any] | None:
         """Wait until the Trivy server holds the DB of `updated_at` (it switches once the scans
-        in flight are done); what it holds when that happens or the time is up."""
+        in flight are done); what it holds when that happens or the time is up. The switch is a
+        restart, so a server that refuses connections is waited for too; one that still does
+        when the time is up is an error."""
         deadline = time.monotonic() + timeout_seconds
         while True:
-            held = self.server_db_metadata()
-            if (held or {}).get("UpdatedAt") == updated_at or time.monotonic() >= deadline:
-                return held
+            try:
+                held = self.server_db_metadata()
+            except TrivyError:
+                if time.monotonic() >= deadline:
+                    raise
+            else:
+                if (held or {}).get("UpdatedAt") == updated_at or time.monotonic() >= deadline:
+                    return held
             time.sleep(0.5)
 
     def _current(self):

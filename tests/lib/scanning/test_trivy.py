@@ -1,13 +1,17 @@
 """The Trivy wrapper against the real binary, with a vulnerability DB generated offline."""
 
+import http.server
 import json
 import shutil
 import stat
+import threading
+import time
 
 import pytest
 
 from gsv_pipelines.demo.oci_image import DEMO_PACKAGE_TUPLES, build_alpine_image
 from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES
+from gsv_pipelines.lib.core.processes import free_port
 from gsv_pipelines.lib.scanning.trivy import Trivy, TrivyError
 
 
@@ -94,3 +98,53 @@ def test_config_scan_finds_a_misconfiguration(trivy, tmp_path):
         m["ID"] for r in run.report.get("Results") or [] for m in r.get("Misconfigurations") or []
     }
     assert "DS002" in ids  # the image runs as root
+
+
+def _version_server(port: int, updated_at: str):
+    """A stand-in for the server's /version (only the answer await_server_db reads)."""
+    body = json.dumps({"VulnerabilityDB": {"UpdatedAt": updated_at}}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_):
+            pass
+
+    return http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+
+
+def test_waiting_for_the_server_s_db_outlasts_its_restart(tmp_path):
+    # The supervisor stops the server and starts it on the new DB: between the two, connections
+    # are refused. That is the switch being waited for, not a failure.
+    port = free_port()
+    client = Trivy(binary="trivy", cache_dir=tmp_path, server_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(TrivyError, match="did not answer"):
+        client.server_db_metadata()
+    servers = []
+
+    def come_up():
+        time.sleep(1.5)
+        servers.append(_version_server(port, "2026-07-01T00:00:00Z"))
+        servers[0].serve_forever(poll_interval=0.05)
+
+    thread = threading.Thread(target=come_up, daemon=True)
+    thread.start()
+    try:
+        held = client.await_server_db("2026-07-01T00:00:00Z", timeout_seconds=120)
+    finally:
+        while not servers:
+            time.sleep(0.05)
+        servers[0].shutdown()
+        servers[0].server_close()
+    assert held == {"UpdatedAt": "2026-07-01T00:00:00Z"}
+
+
+def test_a_server_that_never_comes_back_is_named_when_the_wait_ends(tmp_path):
+    port = free_port()
+    client = Trivy(binary="trivy", cache_dir=tmp_path, server_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(TrivyError, match=f"127.0.0.1:{port} did not answer"):
+        client.await_server_db("2026-07-01T00:00:00Z", timeout_seconds=1)
