@@ -47,6 +47,13 @@ EVENTS = int(os.environ.get("GSV_BENCH_USAGE_EVENTS", "10000000"))
 # median of its rounds is compared: on this shared 2-core machine a run's time varies by up to a
 # third from minute to minute, most in the minutes after the data load.
 ROUNDS = int(os.environ.get("GSV_BENCH_USAGE_ROUNDS", "5"))
+OBSERVED = (
+    "extract_seconds",
+    "cpu_seconds",
+    "postgres_cpu_seconds",
+    "other_load_cores",
+    "steal_share",
+)
 GOALS = {"speedup_vs_naive": 10.0, "vs_postgres_sql": 1.0, "peak_rss_mib": 1024}
 
 
@@ -96,7 +103,8 @@ REFERENCE_SESSION = ("SET work_mem = '1GB'", "SET jit = off")
 
 CHILD = r"""
 import json, sys, time
-mode, source, warehouse, day = sys.argv[1:5]
+from benchmarks.bench_usage import Window
+mode, source, warehouse, day, postmaster = sys.argv[1:6]
 
 
 def peak():
@@ -124,10 +132,12 @@ if mode == "pipeline":
     resources = {"platform_db": DatabaseResource(url=source),
                  "warehouse": WarehouseResource(url=warehouse), "policies": PoliciesResource()}
     with dg.instance_for_test() as instance:
+        watch = Window(int(postmaster))
         start = time.perf_counter()
         result = dg.materialize(selection, partition_key=day, instance=instance,
                                 resources=resources, raise_on_error=False)
         seconds = time.perf_counter() - start
+        observed = watch.end(seconds)
     assert result.success
     stages = {
         e.asset_key.path[-1]: e.materialization.metadata.get("extract_seconds")
@@ -148,6 +158,7 @@ else:
     import pandas as pd
     import sqlalchemy as sa
     engine = sa.create_engine(source)
+    watch = Window(int(postmaster))
     start = time.perf_counter()
     with engine.connect() as conn:
         frame = pd.read_sql(sa.text(
@@ -172,20 +183,114 @@ else:
         calls=("event_id", "size"), errors=("error", "sum"), tokens_in=("tokens_in", "sum"),
         tokens_out=("tokens_out", "sum"))
     seconds = time.perf_counter() - start
+    observed = watch.end(seconds)
     out = {"agents": {k: [int(v.calls), int(v.errors), int(v.tokens_in), int(v.tokens_out)]
                       for k, v in agents.iterrows()},
            "tenants": {k: [int(v.calls), int(v.errors), int(v.tokens_in), int(v.tokens_out)]
                        for k, v in tenants.iterrows()}}
-print(json.dumps({"seconds": seconds, "peak_rss": peak(), **out}, default=float))
+print(json.dumps({"seconds": seconds, "peak_rss": peak(), **observed, **out}, default=float))
 """
 
 
-def _child(mode: str, source: str, warehouse: str) -> dict:
+def _machine() -> list[int]:
+    """The machine's CPU time so far, in ticks: /proc/stat's first line (user nice system idle
+    iowait irq softirq steal ...)."""
+    return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+
+
+def _postmaster(server) -> int:
+    return int((server.root / "data" / "postmaster.pid").read_text().split()[0])
+
+
+def _postgres_cpu(pid: int) -> float:
+    """CPU seconds the PostgreSQL server has used: the postmaster with the backends and parallel
+    workers it has reaped, and those still running."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def used(process: int, reaped: bool) -> int:
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11 : 15 if reaped else 13])
+
+    total = used(pid, reaped=True)
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            total += used(int(child), reaped=False)
+        except OSError:  # exited meanwhile: counted with the postmaster's reaped children
+            continue
+    return total / ticks
+
+
+SPIN = (
+    "import time; t = time.perf_counter(); sum(i * i for i in range(6_000_000)); "
+    "print(time.perf_counter() - t)"
+)
+
+
+def _parallel_capacity() -> float:
+    """How many cores' worth two CPU-bound processes at once get, against one alone: 2.0 on two
+    free cores; less where the cores are a physical core's two hyperthreads, where the host
+    gives less, or where something else runs. The pipeline (PostgreSQL's leader and parallel
+    worker, our fold) uses both cores; the naive baseline one."""
+
+    def spin(n: int) -> list[float]:
+        procs = [
+            subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE, text=True)
+            for _ in range(n)
+        ]
+        return [float(p.communicate()[0]) for p in procs]
+
+    alone = min(spin(1)[0] for _ in range(3))
+    together = min(statistics.mean(spin(2)) for _ in range(3))
+    return round(2 * alone / together, 2)
+
+
+def _one_core(server, measure) -> dict:
+    """`measure` with PostgreSQL's new backends and parallel workers (forked by the postmaster,
+    which passes its affinity on) and the contender's process on one core."""
+    postmaster = _postmaster(server)
+    cores = os.sched_getaffinity(postmaster)
+    one = {min(cores)}
+    os.sched_setaffinity(postmaster, one)
+    try:
+        return measure(one)
+    finally:
+        os.sched_setaffinity(postmaster, cores)
+
+
+class Window:
+    """What a contender's timed section cost: this process's CPU (every thread), PostgreSQL's,
+    and what the rest of the machine did meanwhile (other processes' load, time the host
+    stole): a time that varies while the CPU it took does not is the machine's doing."""
+
+    def __init__(self, postmaster: int):
+        self.postmaster = postmaster
+        self.machine, self.postgres = _machine(), _postgres_cpu(postmaster)
+        self.cpu = time.process_time()
+
+    def end(self, seconds: float) -> dict:
+        cpu = time.process_time() - self.cpu
+        postgres = _postgres_cpu(self.postmaster) - self.postgres
+        spent = [b - a for a, b in zip(self.machine, _machine(), strict=True)]
+        total = sum(spent) or 1
+        busy = (total - spent[3] - spent[4] - spent[7]) / os.sysconf("SC_CLK_TCK")
+        return {
+            "cpu_seconds": round(cpu, 2),
+            "postgres_cpu_seconds": round(postgres, 2),
+            # The machine's busy time beyond the contender's own, in cores: other processes.
+            "other_load_cores": round(max(0.0, busy - cpu - postgres) / max(seconds, 1e-9), 2),
+            "steal_share": round(spent[7] / total, 3),
+        }
+
+
+def _child(mode: str, source: str, warehouse: str, postmaster: int, cores=None) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, source, warehouse, DAY.isoformat()],
+        [sys.executable, "-c", CHILD, mode, source, warehouse, DAY.isoformat(), str(postmaster)],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        # The usage partitions start at the benchmark's day (they are read at import).
+        env={**os.environ, "GSV_USAGE_PARTITIONS_START": DAY.isoformat()},
+        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
     )
     if out.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{out.stderr[-4000:]}")
@@ -208,15 +313,17 @@ def _nearest_rank(source: str) -> dict:
                         for r in rows if r[0] == "tenant"}}  # fmt: skip
 
 
-def _reference(source: str) -> dict:
+def _reference(source: str, postmaster: int) -> dict:
     engine = sa.create_engine(source)
     try:
         with engine.connect() as conn:
             for setting in REFERENCE_SESSION:
                 conn.execute(sa.text(setting))
+            watch = Window(postmaster)
             start = time.perf_counter()
             rows = conn.execute(sa.text(REFERENCE_SQL)).all()
             seconds = time.perf_counter() - start
+            observed = watch.end(seconds)
     finally:
         engine.dispose()
     result = {"agents": {}, "tenants": {}}
@@ -225,7 +332,7 @@ def _reference(source: str) -> dict:
         if kind == "agent":
             values += [p50, p95, p99]
         result[f"{kind}s"][key] = values
-    return {"seconds": seconds, **result}
+    return {"seconds": seconds, **observed, **result}
 
 
 def _agree(pipeline: dict, other: dict, percentiles: bool) -> bool:
@@ -240,6 +347,17 @@ def _agree(pipeline: dict, other: dict, percentiles: bool) -> bool:
                     if abs(ours - exact) > 0.01 * exact + 1e-9:
                         return False
     return True
+
+
+def _describe(observed: dict) -> str:
+    extract = observed.get("extract_seconds")
+    return (
+        f"{observed['seconds']:.2f} s"
+        + (f" (extraction {extract:.2f} s)" if extract is not None else "")
+        + f", CPU {observed['cpu_seconds']:.2f} s client + "
+        f"{observed['postgres_cpu_seconds']:.2f} s PostgreSQL, other load "
+        f"{observed['other_load_cores']:.2f} cores, steal {observed['steal_share']:.1%}"
+    )
 
 
 def run() -> dict:
@@ -275,12 +393,17 @@ def run() -> dict:
                 flush=True,
             )
             nearest_rank = _nearest_rank(source)
+            postmaster = _postmaster(server)
+            capacity = [_parallel_capacity()]
+            print(f"  two cores give {capacity[0]} cores' worth of CPU-bound work", flush=True)
             runs = {"pipeline": [], "postgres_sql": [], "naive": []}
             contenders = {
                 "pipeline": ("pipeline (dg.materialize of the day)",
-                             lambda: _child("pipeline", source, warehouse)),
-                "postgres_sql": ("PostgreSQL's own SQL aggregate", lambda: _reference(source)),
-                "naive": ("naive read_sql + pandas", lambda: _child("naive", source, warehouse)),
+                             lambda: _child("pipeline", source, warehouse, postmaster)),
+                "postgres_sql": ("PostgreSQL's own SQL aggregate",
+                                 lambda: _reference(source, postmaster)),
+                "naive": ("naive read_sql + pandas",
+                          lambda: _child("naive", source, warehouse, postmaster)),
             }  # fmt: skip
             names = list(contenders)
             for round_ in range(ROUNDS):
@@ -290,6 +413,13 @@ def run() -> dict:
                     label, measure = contenders[name]
                     print(f"  round {round_ + 1}/{ROUNDS}: {label} ...", flush=True)
                     runs[name].append(measure())
+                    print(f"    {_describe(runs[name][-1])}", flush=True)
+            print("  the pipeline on one core (PostgreSQL's too) ...", flush=True)
+            one_core = _one_core(
+                server, lambda cores: _child("pipeline", source, warehouse, postmaster, cores)
+            )
+            print(f"    {_describe(one_core)}", flush=True)
+            capacity.append(_parallel_capacity())
         finally:
             server.stop()
 
@@ -334,6 +464,13 @@ def run() -> dict:
             statistics.median(r["extract_seconds"] for r in runs["pipeline"]), 2
         ),
         "rounds": {name: [round(x, 2) for x in xs] for name, xs in seconds.items()},
+        "observed": {
+            name: [
+                {k: r[k] for k in OBSERVED if k in r} | {"seconds": round(r["seconds"], 2)}
+                for r in results
+            ]
+            for name, results in runs.items()
+        },
         "checks": pipeline["checks"],
         "goal": f">= {GOALS['speedup_vs_naive']:g}x faster than naive, no slower than "
         f"PostgreSQL's own SQL, peak RSS <= {GOALS['peak_rss_mib']} MiB",
@@ -349,6 +486,9 @@ def run() -> dict:
         },
         "data": {**{k: v for k, v in seeded.items() if k != "partitions"}, "day": str(DAY)},
         "seed_seconds": round(seed_seconds, 1),
+        # Two CPU-bound processes at once against one alone, before the rounds and after.
+        "parallel_capacity_cores": capacity,
+        "pipeline_on_one_core": {k: one_core[k] for k in ("seconds", *OBSERVED)},
     }
 
 
