@@ -20,7 +20,11 @@ the machine with the kernel writing the loaded gigabytes back (measured first, t
 
 Each contender runs once per round, ROUNDS rounds (default 5) interleaved and led in turn by each
 contender; each is reported by the median of its rounds (peak RSS: the highest), every round's
-time is in the JSON.
+time is in the JSON. With each round's time go the CPU its process and PostgreSQL used, the
+other processes' load and the host's steal (`Window`); with the run, the machine's parallel
+capacity before and after the rounds and the pipeline's time on one core (PostgreSQL's too):
+the pipeline keeps about 1.4 cores busy and the naive baseline one, so a machine that gives
+less than two cores' worth slows the first alone (docs/usage.md).
 
 The three results are compared: calls, errors and tokens per agent and tenant must be equal, and
 the pipeline's sketch percentiles within 1% of the exact nearest-rank ones (percentile_disc, in an
@@ -488,7 +492,8 @@ def run() -> dict:
         "seed_seconds": round(seed_seconds, 1),
         # Two CPU-bound processes at once against one alone, before the rounds and after.
         "parallel_capacity_cores": capacity,
-        "pipeline_on_one_core": {k: one_core[k] for k in ("seconds", *OBSERVED)},
+        "pipeline_on_one_core": {"seconds": round(one_core["seconds"], 2)}
+        | {k: one_core[k] for k in OBSERVED},
     }
 
 
