@@ -37,6 +37,8 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.proc import IDLE, IOWAIT, children_cpu_seconds, cpu_ticks
+
 IMAGES = 40
 APP_FILES, FILE_BYTES = 200, 2048
 ROUNDS = 2  # each contender twice, alternating: the machine may be shared
@@ -138,16 +140,9 @@ def _definitions(spec: dict):
 
 
 def _cores_time() -> list[int]:
-    """Busy and total ticks of the cores this process may use (/proc/stat's cpuN lines)."""
-    mine = {f"cpu{n}" for n in os.sched_getaffinity(0)}
-    busy = total = 0
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *ticks = line.split()
-        if name in mine:
-            values = [int(t) for t in ticks[:8]]
-            total += sum(values)
-            busy += sum(values) - values[3] - values[4]  # all but idle and iowait
-    return [busy, total]
+    """Busy and total ticks of the cores this process may use."""
+    ticks = cpu_ticks(os.sched_getaffinity(0))
+    return [sum(ticks) - ticks[IDLE] - ticks[IOWAIT], sum(ticks)]
 
 
 def _busy_share(before: list[int]) -> float:
@@ -180,15 +175,6 @@ def _cpu_seconds(folder: Path) -> float:
         for path in folder.iterdir()
         for field in path.read_text().splitlines()[1].split()
     )
-
-
-def _server_cpu_seconds(supervisor_pid: int) -> float:
-    """CPU time of the trivy server the supervisor runs (Linux /proc)."""
-    total = 0.0
-    for child in Path(f"/proc/{supervisor_pid}/task/{supervisor_pid}/children").read_text().split():
-        fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def _contender(name: str, work: Path, registry, db_cache: Path, expected, server: bool) -> dict:
@@ -252,7 +238,7 @@ def _contender(name: str, work: Path, registry, db_cache: Path, expected, server
             done = [results.get() for _ in run_requests]
             seconds = time.monotonic() - started
             busy = _busy_share(cores)
-            server_cpu = _server_cpu_seconds(trivy_server.process.pid) if trivy_server else 0.0
+            server_cpu = children_cpu_seconds(trivy_server.process.pid) if trivy_server else 0.0
     finally:
         for _ in workers:
             requests.put(None)
@@ -304,7 +290,7 @@ def _scans_only(name: str, work: Path, db_cache: Path, expected, server: bool) -
             runs = list(pool.map(trivy.scan_image, [ref for ref, _ in expected.values()]))
         seconds = time.monotonic() - started
         busy = _busy_share(cores)
-        server_cpu = _server_cpu_seconds(trivy_server.process.pid) if trivy_server else 0.0
+        server_cpu = children_cpu_seconds(trivy_server.process.pid) if trivy_server else 0.0
     finally:
         if trivy_server:
             trivy_server.stop()

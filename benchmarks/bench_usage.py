@@ -44,6 +44,16 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from benchmarks.proc import (
+    IDLE,
+    IOWAIT,
+    STEAL,
+    TICK,
+    children_cpu_seconds,
+    cpu_ticks,
+    process_cpu_seconds,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 DAY = date(2026, 3, 9)  # a Monday: the simulator's weekly factor is 1.0
 EVENTS = int(os.environ.get("GSV_BENCH_USAGE_EVENTS", "10000000"))
@@ -196,12 +206,6 @@ print(json.dumps({"seconds": seconds, "peak_rss": peak(), **observed, **out}, de
 """
 
 
-def _machine() -> list[int]:
-    """The machine's CPU time so far, in ticks: /proc/stat's first line (user nice system idle
-    iowait irq softirq steal ...)."""
-    return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-
-
 def _postmaster(server) -> int:
     return int((server.root / "data" / "postmaster.pid").read_text().split()[0])
 
@@ -209,19 +213,7 @@ def _postmaster(server) -> int:
 def _postgres_cpu(pid: int) -> float:
     """CPU seconds the PostgreSQL server has used: the postmaster with the backends and parallel
     workers it has reaped, and those still running."""
-    ticks = os.sysconf("SC_CLK_TCK")
-
-    def used(process: int, reaped: bool) -> int:
-        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in fields[11 : 15 if reaped else 13])
-
-    total = used(pid, reaped=True)
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        try:
-            total += used(int(child), reaped=False)
-        except OSError:  # exited meanwhile: counted with the postmaster's reaped children
-            continue
-    return total / ticks
+    return process_cpu_seconds(pid, reaped=True) + children_cpu_seconds(pid)
 
 
 SPIN = (
@@ -268,21 +260,21 @@ class Window:
 
     def __init__(self, postmaster: int):
         self.postmaster = postmaster
-        self.machine, self.postgres = _machine(), _postgres_cpu(postmaster)
+        self.machine, self.postgres = cpu_ticks(), _postgres_cpu(postmaster)
         self.cpu = time.process_time()
 
     def end(self, seconds: float) -> dict:
         cpu = time.process_time() - self.cpu
         postgres = _postgres_cpu(self.postmaster) - self.postgres
-        spent = [b - a for a, b in zip(self.machine, _machine(), strict=True)]
+        spent = [b - a for a, b in zip(self.machine, cpu_ticks(), strict=True)]
         total = sum(spent) or 1
-        busy = (total - spent[3] - spent[4] - spent[7]) / os.sysconf("SC_CLK_TCK")
+        busy = (total - spent[IDLE] - spent[IOWAIT] - spent[STEAL]) * TICK
         return {
             "cpu_seconds": round(cpu, 2),
             "postgres_cpu_seconds": round(postgres, 2),
             # The machine's busy time beyond the contender's own, in cores: other processes.
             "other_load_cores": round(max(0.0, busy - cpu - postgres) / max(seconds, 1e-9), 2),
-            "steal_share": round(spent[7] / total, 3),
+            "steal_share": round(spent[STEAL] / total, 3),
         }
 
 
