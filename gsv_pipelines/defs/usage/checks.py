@@ -47,6 +47,18 @@ def run_days(context: dg.AssetCheckExecutionContext) -> list[date]:
     return [date.fromisoformat(k) for k in keys]
 
 
+def _judge_days(context, warehouse: WarehouseResource, table, judge, policy) -> dict:
+    """`judge(day, rows, policy)` for each of the run's days, over one read of `table` for all
+    of them (rows: the day's, None when it has none)."""
+    days = run_days(context)
+    frame = warehouse.read(table, min(days), max(days)) if days else None
+    results = {}
+    for day in days:
+        rows = frame[frame["day"] == day] if frame is not None and not frame.empty else None
+        results[day.isoformat()] = judge(day, rows, policy)
+    return results
+
+
 @partitioned_asset_check(
     asset=usage_events,
     partitions_def=DAILY,
@@ -101,13 +113,8 @@ def agent_error_rate(
     policies: PoliciesResource,
 ):
     policy = policies.usage()
-    days = run_days(context)
-    frame = warehouse.read(tables.AGENT_PERFORMANCE, min(days), max(days)) if days else None
-    results = {}
-    for day in days:
-        rows = frame[frame["day"] == day] if frame is not None and not frame.empty else None
-        results[day.isoformat()] = _error_rates(day, rows, policy)
-    yield from per_partition(context, results)
+    judged = _judge_days(context, warehouse, tables.AGENT_PERFORMANCE, _error_rates, policy)
+    yield from per_partition(context, judged)
 
 
 def _error_rates(day: date, frame, policy) -> dg.AssetCheckResult:
@@ -151,13 +158,8 @@ def quota_exceeded(
     policies: PoliciesResource,
 ):
     policy = policies.usage()
-    days = run_days(context)
-    frame = warehouse.read(tables.QUOTA_STATUS, min(days), max(days)) if days else None
-    results = {}
-    for day in days:
-        rows = frame[frame["day"] == day] if frame is not None and not frame.empty else None
-        results[day.isoformat()] = _quotas(day, rows, policy)
-    yield from per_partition(context, results)
+    judged = _judge_days(context, warehouse, tables.QUOTA_STATUS, _quotas, policy)
+    yield from per_partition(context, judged)
 
 
 def _quotas(day: date, frame, policy) -> dg.AssetCheckResult:
