@@ -10,14 +10,17 @@ limit, and record every scan in the artefact store:
   on the cache's lock (Trivy opens its DB and layer cache with an exclusive lock);
 - the new default: the Trivy server (`trivy_server.py`) on the same DB, scans as its clients,
   as many at once as the pool lets.
-Measured: scans per minute from the run requests to the 40th recorded scan, the CPU time
-the Trivy processes (clients and server) used per scan, and how busy the cores were meanwhile
+Measured: scans per minute from the run requests to the 40th recorded scan, the CPU time a
+scan took by part (the Trivy processes, clients and server; the run workers' own, Dagster's and
+the asset's; the registry; PostgreSQL), and how busy the cores were meanwhile
 (/proc/stat): where a contender keeps them busy all the time, no other way of running the same
 work finishes sooner, so that share bounds what concurrency can gain. Each image is a one-layer
 Alpine image with packages the generated DB knows (four different verdicts) and a small
 application (200 text files of 2 KB, distinct per image, so no layer is cached for another);
-every run's findings are checked. Then the same on 2 cores with 20 ms added to every registry
-request (a registry across a network), where a scan waits on the network under the lock.
+every run's findings are checked. The new default also runs on an instance stored in
+PostgreSQL (as the Helm chart deploys it) instead of SQLite's event log per run. Then the same on
+2 cores with 20 ms added to every registry request (a registry across a network), where a scan
+waits on the network under the lock.
 """
 
 import argparse
@@ -37,7 +40,14 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.proc import IDLE, IOWAIT, children_cpu_seconds, cpu_ticks
+from benchmarks.proc import (
+    IDLE,
+    IOWAIT,
+    children_cpu_seconds,
+    cpu_ticks,
+    process_cpu_seconds,
+    tree_cpu_seconds,
+)
 
 IMAGES = 40
 APP_FILES, FILE_BYTES = 200, 2048
@@ -177,7 +187,11 @@ def _cpu_seconds(folder: Path) -> float:
     )
 
 
-def _contender(name: str, work: Path, registry, db_cache: Path, expected, server: bool) -> dict:
+def _contender(
+    name: str, work: Path, registry, url: str, db_cache: Path, expected, server: bool, postgres=None
+) -> dict:
+    """The 40 runs on an instance of their own (SQLite, as `gsv dev`; or on `postgres`, as the
+    Helm chart deploys it); `url`: the registry as watched, itself or a proxy in front of it."""
     import dagster as dg
 
     from gsv_pipelines.defs.scanning.image_scan import SCAN_POOL
@@ -193,15 +207,19 @@ def _contender(name: str, work: Path, registry, db_cache: Path, expected, server
     here = work / name
     home = here / "dagster"
     home.mkdir(parents=True)
+    storage = ""
+    if postgres is not None:
+        database = postgres.url(postgres.create_database(f"dagster_{name}"))
+        storage = f"storage:\n  postgres:\n    postgres_url: '{database}'\n"
     (home / "dagster.yaml").write_text(
-        "concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n"
+        storage + "concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n"
     )
     cache = here / "cache"
     shutil.copytree(db_cache, cache)
     binary, cpu_log = _cpu_wrapper(here, find_trivy())
     registries = here / "registries.yaml"
     registries.write_text(
-        f"registries:\n  - name: local\n    url: {registry.url}\n    repositories: ['release/*']\n"
+        f"registries:\n  - name: local\n    url: {url}\n    repositories: ['release/*']\n"
     )
     trivy_server = start_local(find_trivy(), cache, here / "logs") if server else None
     trivy = {"binary": binary, "cache_dir": str(cache), "timeout_seconds": 600}
@@ -221,6 +239,7 @@ def _contender(name: str, work: Path, registry, db_cache: Path, expected, server
                 worker.start()
             for _ in workers:
                 ready.get()
+            cpu = _cpu_by_part(workers, registry, postgres)
             # The release is in the registry: one tick finds every image.
             resources = {
                 "registries": RegistriesResource(path=str(registries)),
@@ -239,6 +258,10 @@ def _contender(name: str, work: Path, registry, db_cache: Path, expected, server
             seconds = time.monotonic() - started
             busy = _busy_share(cores)
             server_cpu = children_cpu_seconds(trivy_server.process.pid) if trivy_server else 0.0
+            cpu = {
+                part: seconds - cpu[part]
+                for part, seconds in _cpu_by_part(workers, registry, postgres).items()
+            }
     finally:
         for _ in workers:
             requests.put(None)
@@ -260,9 +283,20 @@ def _contender(name: str, work: Path, registry, db_cache: Path, expected, server
         "scans_per_minute": round(IMAGES / seconds * 60, 1),
         # The scans' Trivy processes, and the server's share when there is one.
         "trivy_cpu_seconds_per_scan": round((_cpu_seconds(cpu_log) + server_cpu) / IMAGES, 3),
+        **{f"{part}_cpu_seconds_per_scan": round(s / IMAGES, 3) for part, s in cpu.items()},
         "most_runs_at_once": max(sum(s <= t < e for s, e in spans) for t, _ in spans),
         "cores_busy": busy,
     }
+
+
+def _cpu_by_part(workers, registry, postgres) -> dict[str, float]:
+    """The CPU seconds used so far by the run workers themselves (Dagster's work and the
+    asset's, not the Trivy they start), the registry and the instance's PostgreSQL, if any."""
+    cpu = {
+        "runs": sum(process_cpu_seconds(worker.pid) for worker in workers),
+        "registry": process_cpu_seconds(registry.process.pid),
+    }
+    return cpu | ({"postgres": tree_cpu_seconds(postgres.postmaster_pid)} if postgres else {})
 
 
 def _scans_only(name: str, work: Path, db_cache: Path, expected, server: bool) -> dict:
@@ -311,16 +345,22 @@ def _scans_only(name: str, work: Path, db_cache: Path, expected, server: bool) -
 
 def measure(latency_ms: int = 0) -> dict:
     """Both contenders, ROUNDS times each, on the cores this process may use; with
-    `latency_ms`, every request to the registry delayed that much."""
+    `latency_ms`, every request to the registry delayed that much. Without, also the new
+    default on an instance in PostgreSQL (`server_pg`: the Helm chart's storage, in place of
+    the per-run SQLite event log)."""
     from gsv_pipelines.demo.trivy_db import DEMO_ADVISORIES, write_trivy_db
     from gsv_pipelines.lib.scanning.trivy_cache import TrivyCache
     from tests.services.flaky_proxy import FlakyProxy
+    from tests.services.postgres import start_postgres
     from tests.services.registry import start_registry
 
+    contenders = ["today", "server"] + ([] if latency_ms else ["server_pg"])
+    rounds: dict[str, list[dict]] = {f"{who}_dagster": [] for who in contenders}
+    rounds |= {f"{who}_trivy": [] for who in ("today", "server")}
     with tempfile.TemporaryDirectory(prefix="gsv-bench-scan-concurrency-") as tmp:
         work = Path(tmp)
         registry = start_registry(work / "registry")
-        proxy = None
+        proxy = postgres = None
         try:
             expected = _images(work, registry)
             if latency_ms:
@@ -331,27 +371,39 @@ def measure(latency_ms: int = 0) -> dict:
                     digest: (reference.replace(registry.host, proxy.host, 1), cves)
                     for digest, (reference, cves) in expected.items()
                 }
-            watched = proxy or registry
+            else:
+                postgres = start_postgres()
+            url = (proxy or registry).url
             db_cache = TrivyCache(work / "db")
             with db_cache.staging() as staged:
                 write_trivy_db(staged, list(DEMO_ADVISORIES))
                 db_cache.publish(staged)
-            rounds: dict[str, list[dict]] = {
-                f"{who}_{how}": [] for how in ("dagster", "trivy") for who in ("today", "server")
-            }
             for n in range(ROUNDS):
-                for name in ("today", "server") if n % 2 == 0 else ("server", "today"):
+                # Each round led by the next contender.
+                for name in contenders[n % len(contenders) :] + contenders[: n % len(contenders)]:
                     print(f"  {name} (round {n + 1}) ...", file=sys.stderr, flush=True)
-                    server = name == "server"
+                    server = name != "today"
                     rounds[f"{name}_dagster"].append(
-                        _contender(f"{name}{n}", work, watched, db_cache.root, expected, server)
+                        _contender(
+                            f"{name}{n}",
+                            work,
+                            registry,
+                            url,
+                            db_cache.root,
+                            expected,
+                            server,
+                            postgres if name == "server_pg" else None,
+                        )
                     )
-                    rounds[f"{name}_trivy"].append(
-                        _scans_only(f"{name}{n}-trivy", work, db_cache.root, expected, server)
-                    )
+                    if f"{name}_trivy" in rounds:
+                        rounds[f"{name}_trivy"].append(
+                            _scans_only(f"{name}{n}-trivy", work, db_cache.root, expected, server)
+                        )
         finally:
             if proxy:
                 proxy.stop()
+            if postgres:
+                postgres.stop()
             registry.stop()
 
     def median(name: str, figure: str) -> float:
@@ -363,7 +415,8 @@ def measure(latency_ms: int = 0) -> dict:
         **{
             f"{name}_{figure}": median(name, figure)
             for name in rounds
-            for figure in ("scans_per_minute", "trivy_cpu_seconds_per_scan", "cores_busy")
+            for figure in rounds[name][0]
+            if figure.endswith(("scans_per_minute", "cpu_seconds_per_scan", "cores_busy"))
         },
         "rounds": rounds,
     }
@@ -397,40 +450,55 @@ def run() -> dict:
     if max(by_cores) == 2:
         print(f"  on cores 0,1, {LATENCY_MS} ms a registry request ...", file=sys.stderr)
         far = _measure_on("0,1", LATENCY_MS)
-    figures = {"scans_per_minute": "dagster", "trivy_scans_per_minute": "trivy"}
+    figures = {
+        "scans_per_minute": ("server", "dagster"),
+        "trivy_scans_per_minute": ("server", "trivy"),
+        "postgres_instance_scans_per_minute": ("server_pg", "dagster"),
+    }
 
-    def ratio(r: dict, how: str) -> float:
-        return round(r[f"server_{how}_scans_per_minute"] / r[f"today_{how}_scans_per_minute"], 2)
+    def ratio(r: dict, how: str, who: str = "server") -> float:
+        return round(r[f"{who}_{how}_scans_per_minute"] / r[f"today_{how}_scans_per_minute"], 2)
 
     def row(who: str) -> dict:
-        figure = {f: top[f"{who}_{how}_scans_per_minute"] for f, how in figures.items()}
+        figure = {
+            f: top[f"{who if who == 'today' else contender}_{how}_scans_per_minute"]
+            for f, (contender, how) in figures.items()
+        }
         if far:
             figure[f"rtt{LATENCY_MS}ms_scans_per_minute"] = far[f"{who}_dagster_scans_per_minute"]
         return figure
+
+    def cores(n: int, r: dict) -> str:
+        busy = r["today_dagster_cores_busy"]
+        return (
+            f"{n} core(s): runs {ratio(r, 'dagster')}x ({r['server_dagster_scans_per_minute']} "
+            f"vs {r['today_dagster_scans_per_minute']} scans/min; today's path keeps the cores "
+            f"{busy:.0%} busy: at most {1 / busy:.2f}x to be had), scans alone "
+            f"{ratio(r, 'trivy')}x ({r['server_trivy_scans_per_minute']} vs "
+            f"{r['today_trivy_scans_per_minute']}); CPU a scan: Trivy "
+            f"{r['server_dagster_trivy_cpu_seconds_per_scan']} s, its run "
+            f"{r['server_dagster_runs_cpu_seconds_per_scan']} s, the registry "
+            f"{r['server_dagster_registry_cpu_seconds_per_scan']} s; on a PostgreSQL instance "
+            f"{ratio(r, 'dagster', 'server_pg')}x ({r['server_pg_dagster_scans_per_minute']} "
+            f"scans/min; its run {r['server_pg_dagster_runs_cpu_seconds_per_scan']} s + "
+            f"PostgreSQL {r['server_pg_dagster_postgres_cpu_seconds_per_scan']} s)"
+        )
 
     return {
         "name": "scan_concurrency",
         "what": f"{IMAGES} distinct images pushed at once, one sensor tick, {IMAGES} "
         f"image_scan_job runs {_run_workers()} at a time, through the Trivy server with the "
         f"trivy_scan pool at {DEFAULT_SCAN_CONCURRENCY} (on {max(by_cores)} cores); "
-        "trivy_scans_per_minute: the same scans without Dagster's runs around them",
+        "trivy_scans_per_minute: the same scans without Dagster's runs around them; "
+        "postgres_instance: the runs on an instance stored in PostgreSQL",
         "baseline_what": "the same, every scan Trivy on its own, one at a time on the cache's "
-        "lock (today's path)",
+        "lock (today's path), on the SQLite instance",
         "goal": ">= 1.8x today's scans per minute on 2 cores",
         "measured": row("server"),
         "baseline": row("today"),
-        "ratio": {f: ratio(top, how) for f, how in figures.items()}
+        "ratio": {f: ratio(top, how, who) for f, (who, how) in figures.items()}
         | ({f"rtt{LATENCY_MS}ms_scans_per_minute": ratio(far, "dagster")} if far else {}),
-        "summary": "; ".join(
-            f"{n} core(s): runs {ratio(r, 'dagster')}x "
-            f"({r['server_dagster_scans_per_minute']} vs {r['today_dagster_scans_per_minute']} "
-            f"scans/min), scans alone {ratio(r, 'trivy')}x "
-            f"({r['server_trivy_scans_per_minute']} vs {r['today_trivy_scans_per_minute']}), "
-            f"Trivy CPU {r['server_trivy_trivy_cpu_seconds_per_scan']} s/scan, cores busy "
-            f"{r['today_dagster_cores_busy']:.0%} today, {r['server_dagster_cores_busy']:.0%} "
-            "through the server"
-            for n, r in by_cores.items()
-        )
+        "summary": "; ".join(cores(n, r) for n, r in by_cores.items())
         + (
             f"; 2 cores, {LATENCY_MS} ms a registry request: runs {ratio(far, 'dagster')}x "
             f"({far['server_dagster_scans_per_minute']} vs {far['today_dagster_scans_per_minute']}"

@@ -49,9 +49,8 @@ from benchmarks.proc import (
     IOWAIT,
     STEAL,
     TICK,
-    children_cpu_seconds,
     cpu_ticks,
-    process_cpu_seconds,
+    tree_cpu_seconds,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,16 +205,6 @@ print(json.dumps({"seconds": seconds, "peak_rss": peak(), **observed, **out}, de
 """
 
 
-def _postmaster(server) -> int:
-    return int((server.root / "data" / "postmaster.pid").read_text().split()[0])
-
-
-def _postgres_cpu(pid: int) -> float:
-    """CPU seconds the PostgreSQL server has used: the postmaster with the backends and parallel
-    workers it has reaped, and those still running."""
-    return process_cpu_seconds(pid, reaped=True) + children_cpu_seconds(pid)
-
-
 SPIN = (
     "import time; t = time.perf_counter(); sum(i * i for i in range(6_000_000)); "
     "print(time.perf_counter() - t)"
@@ -243,7 +232,7 @@ def _parallel_capacity() -> float:
 def _one_core(server, measure) -> dict:
     """`measure` with PostgreSQL's new backends and parallel workers (forked by the postmaster,
     which passes its affinity on) and the contender's process on one core."""
-    postmaster = _postmaster(server)
+    postmaster = server.postmaster_pid
     cores = os.sched_getaffinity(postmaster)
     one = {min(cores)}
     os.sched_setaffinity(postmaster, one)
@@ -260,12 +249,12 @@ class Window:
 
     def __init__(self, postmaster: int):
         self.postmaster = postmaster
-        self.machine, self.postgres = cpu_ticks(), _postgres_cpu(postmaster)
+        self.machine, self.postgres = cpu_ticks(), tree_cpu_seconds(postmaster)
         self.cpu = time.process_time()
 
     def end(self, seconds: float) -> dict:
         cpu = time.process_time() - self.cpu
-        postgres = _postgres_cpu(self.postmaster) - self.postgres
+        postgres = tree_cpu_seconds(self.postmaster) - self.postgres
         spent = [b - a for a, b in zip(self.machine, cpu_ticks(), strict=True)]
         total = sum(spent) or 1
         busy = (total - spent[IDLE] - spent[IOWAIT] - spent[STEAL]) * TICK
@@ -389,7 +378,7 @@ def run() -> dict:
                 flush=True,
             )
             nearest_rank = _nearest_rank(source)
-            postmaster = _postmaster(server)
+            postmaster = server.postmaster_pid
             capacity = [_parallel_capacity()]
             print(f"  two cores give {capacity[0]} cores' worth of CPU-bound work", flush=True)
             runs = {"pipeline": [], "postgres_sql": [], "naive": []}

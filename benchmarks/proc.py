@@ -36,3 +36,9 @@ def children_cpu_seconds(pid: int) -> float:
         except OSError:
             continue
     return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """The CPU seconds `pid` has used with its children, reaped or still running (a server and
+    the workers it forks, such as PostgreSQL's postmaster and backends)."""
+    return process_cpu_seconds(pid, reaped=True) + children_cpu_seconds(pid)

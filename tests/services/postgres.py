@@ -38,6 +38,10 @@ class Postgres:
     def dsn(self) -> str:
         return f"host=127.0.0.1 port={self.port} user={USER} dbname=postgres"
 
+    @property
+    def postmaster_pid(self) -> int:
+        return int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql+psycopg2://{USER}@127.0.0.1:{self.port}/{dbname}"
 
