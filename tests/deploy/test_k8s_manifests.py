@@ -327,6 +327,8 @@ def test_settings_come_from_the_config_map_and_credentials_from_secrets(base):
     assert not set(config) & set(SECRET_VARIABLES)
     settings = load_settings(config)
     assert settings.is_prod and not settings.secrets_set
+    # The partitions' first day is stated where the operator sets the install day, and read.
+    assert settings.partitions_start.isoformat() == config["GSV_PARTITIONS_START"]
     assert container["envFrom"] == [
         {"configMapRef": {"name": "gsv-pipelines-config"}},
         {"secretRef": {"name": "gsv-pipelines-secrets"}},
