@@ -259,8 +259,8 @@ def _contender(
             busy = _busy_share(cores)
             server_cpu = children_cpu_seconds(trivy_server.process.pid) if trivy_server else 0.0
             cpu = {
-                part: seconds - cpu[part]
-                for part, seconds in _cpu_by_part(workers, registry, postgres).items()
+                part: used - cpu[part]
+                for part, used in _cpu_by_part(workers, registry, postgres).items()
             }
     finally:
         for _ in workers:
