@@ -356,11 +356,12 @@ def _container_context() -> dict:
     return json.loads(env["DAGSTER_CONTAINER_CONTEXT"]["value"])
 
 
-def step_job(instance, op_tags: dict, step_key: str) -> dict:
-    """The Job k8s_job_executor starts for a step, built with dagster-k8s's own code in the order
-    dagster_k8s.executor.K8sStepHandler does it (0.29.27): the run launcher's settings, the code
-    location's container context (DAGSTER_CONTAINER_CONTEXT, deploy/k8s/deployment.yaml), then the
-    step's `dagster-k8s/config` tag; `construct_dagster_k8s_job` makes the Job."""
+def _k8s_job(instance, tags: dict, name: str, component: str, args: list, labels: dict) -> dict:
+    """The Job dagster-k8s starts for a run or a step, built with its own code in the order
+    K8sRunLauncher and dagster_k8s.executor.K8sStepHandler do it (0.29.27): the run launcher's
+    settings, the code location's container context (DAGSTER_CONTAINER_CONTEXT,
+    deploy/k8s/deployment.yaml), then the run's or step's `dagster-k8s/config` tag;
+    `construct_dagster_k8s_job` makes the Job."""
     launcher = instance.run_launcher
     context = (
         K8sContainerContext(
@@ -382,19 +383,30 @@ def step_job(instance, op_tags: dict, step_key: str) -> dict:
             ).run_k8s_config,
         )
         .merge(K8sContainerContext.create_from_config(_container_context()))
-        .merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(op_tags)))
+        .merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(tags)))
     )
     job = construct_dagster_k8s_job(
         job_config=context.get_k8s_job_config(IMAGE, launcher),
-        args=["dagster", "api", "execute_step"],
-        job_name=f"dagster-step-{step_key}",
-        pod_name=f"dagster-step-{step_key}",
-        component="step_worker",
+        args=args,
+        job_name=name,
+        pod_name=name,
+        component=component,
         user_defined_k8s_config=context.run_k8s_config,
-        labels={"dagster/op": step_key, "dagster/code-location": "gsv_pipelines"},
-        env_vars=[{"name": "DAGSTER_RUN_STEP_KEY", "value": step_key}],
+        labels={**labels, "dagster/code-location": "gsv_pipelines"},
     )
     return kubernetes.client.ApiClient().sanitize_for_serialization(job)
+
+
+def step_job(instance, op_tags: dict, step_key: str) -> dict:
+    """The Job k8s_job_executor starts for a step."""
+    return _k8s_job(
+        instance,
+        op_tags,
+        f"dagster-step-{step_key}",
+        "step_worker",
+        ["dagster", "api", "execute_step"],
+        {"dagster/op": step_key},
+    )
 
 
 def _assets() -> dict[str, dg.AssetsDefinition]:
@@ -437,6 +449,35 @@ def test_the_scan_step_job_carries_our_resources_tags_identity_and_hardening(ins
     # The run launcher's Job settings (values.yaml runK8sConfig.jobSpecConfig) hold too.
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["ttlSecondsAfterFinished"] == 86400
+
+
+def test_a_scan_and_its_gates_run_in_the_run_s_pod_sized_as_a_scan(instance, monkeypatch):
+    """A pod a step would cost more than the scan (docs/scanning.md): image_scan_job runs the scan
+    and its two gates in its run's pod (the in-process executor), which K8sRunLauncher sizes from
+    the run's `dagster-k8s/config` tag; every other job keeps a pod a step."""
+    monkeypatch.setenv("GSV_ENV", "prod")
+    definitions = load_defs()
+    scan = definitions.resolve_job_def("image_scan_job")
+    assert scan.executor_def.name == "in_process"
+    assert definitions.resolve_job_def("trivy_db_job").executor_def.name == "k8s"
+    job = _k8s_job(
+        instance,
+        scan.run_tags,
+        "dagster-run-0",
+        "run_worker",
+        ["dagster", "api", "execute_run"],
+        {"dagster/job": "image_scan_job"},
+    )
+    schemas.validate(job)
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert (
+        container["resources"]
+        == pod_sizes.SCAN[pod_sizes.K8S_CONFIG_TAG]["container_config"]["resources"]
+    )
+    assert schemas.restricted_violations(pod) == []
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/tmp", "/var/lib/gsv", "/var/cache/trivy"} <= mounts
 
 
 def test_a_step_without_a_size_gets_the_container_context_s_defaults(instance):

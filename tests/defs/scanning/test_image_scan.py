@@ -508,6 +508,9 @@ def test_the_code_location_has_the_job_the_push_sensor_launches(env):
         resources=env["resources"],
     ).resolve_job_def("image_scan_job")
     assert resolved.partitions_def == IMAGE_DIGESTS
+    # The scan and its gates in the run's own process: a process (or pod) a step would cost more
+    # than the scan (docs/scanning.md).
+    assert resolved.executor_def.name == "in_process"
     assert {node.name for node in resolved.graph.node_defs} == {
         OP,
         f"{OP}_{NO_FIXABLE_CRITICAL}",
