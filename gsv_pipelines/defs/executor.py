@@ -2,8 +2,9 @@
 (dagster-k8s's `k8s_job_executor`, inheriting the K8sRunLauncher's image, env and secrets; RBAC in
 deploy/k8s/rbac-step-jobs.yaml), so one run's heavy steps spread over the cluster; locally
 Dagster's default (a process per step). A job may choose its own: image_scan_job runs its three
-short steps in the run's process (scanning/jobs.py). Steps hand no values to each other (every asset writes
-its own store and returns metadata only), so step pods need no shared IO-manager storage."""
+short steps in the run's process (scanning/jobs.py). Steps hand no values to each other (every
+asset writes its own store and returns metadata only), so step pods need no shared IO-manager
+storage."""
 
 import dagster as dg
 
