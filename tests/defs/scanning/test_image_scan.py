@@ -1,6 +1,7 @@
 """scanning/image_scan and its gates: real registry, skopeo pushes, real trivy, generated DB."""
 
 import json
+import os
 import shutil
 import stat
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from gsv_pipelines.defs.scanning.image_scan import (
     no_embedded_secrets,
     no_fixable_critical,
 )
+from gsv_pipelines.defs.scanning.jobs import image_scan_job
 from gsv_pipelines.defs.scanning.partitions import IMAGE_DIGESTS
 from gsv_pipelines.demo.oci_image import (
     DEMO_PACKAGE_TUPLES,
@@ -42,6 +44,7 @@ ASSETS = [image_scan, no_fixable_critical, no_embedded_secrets]
 OP = "scanning__image_scan"
 DB_CVES = {a.cve_id for a in DEMO_ADVISORIES}
 REPOSITORY = "platform/planted"
+LAUNCHED = "GSV_TEST_LAUNCHED_SCAN"  # the resources of launched_scan_job, as JSON
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +78,7 @@ def env(tmp_path, trivy_bin, trivy_cache, registry):
         "cache": cache,
         "store": ArtefactStore(str(tmp_path / "store")),
         "policy": policy,
+        "registries": registries,
         "resources": {
             "trivy": TrivyResource(binary=trivy_bin, cache_dir=str(cache), timeout_seconds=120),
             "artefact_store": ArtefactStoreResource(url=str(tmp_path / "store")),
@@ -516,6 +520,57 @@ def test_the_code_location_has_the_job_the_push_sensor_launches(env):
         f"{OP}_{NO_FIXABLE_CRITICAL}",
         f"{OP}_{NO_EMBEDDED_SECRETS}",
     }
+
+
+def launched_scan_job():
+    """image_scan_job over the test's resources (LAUNCHED), loaded from its code pointer as the
+    process of a launched run loads its job."""
+    spec = json.loads(os.environ[LAUNCHED])
+    return dg.Definitions(
+        assets=[trivy_db, image_scan],
+        asset_checks=[no_fixable_critical, no_embedded_secrets],
+        jobs=[image_scan_job],
+        resources={
+            "trivy": TrivyResource(binary=spec["trivy"], cache_dir=spec["cache"]),
+            "artefact_store": ArtefactStoreResource(url=spec["store"]),
+            "policies": PoliciesResource(scan_policy_path=spec["policy"]),
+            "registries": RegistriesResource(path=spec["registries"]),
+            "vault": VaultResource(addr="http://127.0.0.1:9"),
+        },
+    ).resolve_job_def("image_scan_job")
+
+
+def test_a_launched_scan_runs_the_scan_and_its_gates_in_the_run_s_process(
+    env, planted_image, trivy_bin, monkeypatch
+):
+    """As a launched run executes (`execute_job` on the job's code pointer: the job's own
+    executor runs the steps), the scan and both gates run in the run's process: a process a step
+    would load the code location again for each, several times the scan's cost."""
+    spec = {
+        "trivy": trivy_bin,
+        "cache": str(env["cache"]),
+        "store": env["store"].root,
+        "policy": str(env["policy"]),
+        "registries": str(env["registries"]),
+    }
+    monkeypatch.setenv(LAUNCHED, json.dumps(spec))
+    digest = planted_image["digest"]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(IMAGE_DIGESTS.name, [digest])
+        result = dg.execute_job(
+            dg.reconstructable(launched_scan_job),
+            instance=instance,
+            tags={"dagster/partition": digest},
+            run_config={"ops": {OP: {"config": {"reference": planted_image["reference"]}}}},
+        )
+        events = [e.dagster_event for e in instance.all_logs(result.run_id) if e.is_dagster_event]
+    # The planted image fails both gates by design, after its scan was recorded.
+    assert not result.success
+    assert scan_store.latest_scan(env["store"], digest) is not None
+    started = {e.step_key: e.pid for e in events if e.event_type == dg.DagsterEventType.STEP_START}
+    assert set(started) == {OP, f"{OP}_{NO_FIXABLE_CRITICAL}", f"{OP}_{NO_EMBEDDED_SECRETS}"}
+    assert set(started.values()) == {os.getpid()}
+    assert not [e for e in events if e.event_type == dg.DagsterEventType.STEP_WORKER_STARTING]
 
 
 # --- a registry serving HTTPS with a self-signed certificate ------------------------------------
